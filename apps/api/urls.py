@@ -1,0 +1,16 @@
+from django.contrib.auth.decorators import login_not_required
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+
+from . import views
+
+app_name = "api"
+# The API authenticates itself (DRF: session or basic auth; callbacks: the sender's signature)
+urlpatterns = [
+    path("callbacks/<str:connection>/", login_not_required(views.CallbackView.as_view()), name="callback"),
+    path("records/", login_not_required(views.RecordList.as_view()), name="records"),
+    path("records/<int:pk>/", login_not_required(views.RecordDetail.as_view()), name="record"),
+    path("events/", login_not_required(views.EventList.as_view()), name="events"),
+    path("schema/", login_not_required(SpectacularAPIView.as_view()), name="schema"),
+    path("docs/", SpectacularRedocView.as_view(url_name="api:schema"), name="docs"),
+]

@@ -1,0 +1,158 @@
+"""The DRF API: callbacks from external systems (verified their own way) and read access to sync records."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import AllowAny
+from rest_framework.views import APIView
+
+from apps.sync import intake
+from apps.sync.models import InboundEvent, SyncRecord
+
+
+class RawParser(BaseParser):
+    """Accept any media type: the callback is verified over its raw bytes, so DRF must not parse it."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return None
+
+
+class CallbackErrorSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="Why the callback was refused")
+
+
+class CallbackAcceptedSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="New events stored for processing")
+    duplicates = serializers.IntegerField(help_text="Events already received before (not processed again)")
+    ignored = serializers.IntegerField(help_text="Verified events no workflow acts on (recorded)")
+
+
+class CallbackView(APIView):
+    """Receives a source system's native callback for one connection.
+
+    HubSpot (webhooks v3): a JSON array of events signed with `X-HubSpot-Signature-v3` and
+    `X-HubSpot-Request-Timestamp` (milliseconds; refused when older than 5 minutes). Answered 202 when new
+    events were stored, 200 when every event was a redelivery or ignored.
+
+    Salesforce (Outbound Messages): a SOAP `notifications` envelope whose `OrganizationId` must be the
+    connection's org; answered with the SOAP `Ack` (also for redeliveries), or a SOAP fault with a 4xx.
+
+    Every refusal is a 4xx with the reason, and is stored for the integration admin: 401 bad/missing/stale
+    signature or wrong org, 400 malformed JSON/XML, 404 unknown connection, 413 oversize body, 415 wrong content
+    type. Processing happens in background jobs.
+    """
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [RawParser]
+
+    @extend_schema(
+        operation_id="callback_receive",
+        request={"application/json": OpenApiTypes.OBJECT, "text/xml": OpenApiTypes.STR},
+        parameters=[
+            OpenApiParameter("X-HubSpot-Signature-v3", str, OpenApiParameter.HEADER, required=False),
+            OpenApiParameter("X-HubSpot-Request-Timestamp", str, OpenApiParameter.HEADER, required=False),
+        ],
+        responses={
+            200: OpenApiResponse(CallbackAcceptedSerializer, description="All events already known or ignored; "
+                                 "Salesforce: SOAP Ack"),
+            202: OpenApiResponse(CallbackAcceptedSerializer, description="New events stored"),
+            400: CallbackErrorSerializer, 401: CallbackErrorSerializer, 403: CallbackErrorSerializer,
+            404: CallbackErrorSerializer, 413: CallbackErrorSerializer, 415: CallbackErrorSerializer,
+        },
+        examples=[OpenApiExample("HubSpot deal closed-won", request_only=True, value=[{
+            "eventId": 1001, "subscriptionId": 7, "portalId": 62515, "appId": 1, "occurredAt": 1763900000000,
+            "subscriptionType": "deal.propertyChange", "attemptNumber": 0, "objectId": 123,
+            "propertyName": "dealstage", "propertyValue": "closedwon", "changeSource": "CRM"}])],
+        tags=["callbacks"],
+    )
+    def post(self, request, connection: str):
+        raw = request._request
+        length = int(raw.META.get("CONTENT_LENGTH") or 0)
+        from django.conf import settings
+
+        if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
+            body = raw.read(65536)  # keep the start for the admin; do not read the rest into memory
+        else:
+            body = raw.body
+        uris = [raw.build_absolute_uri(), settings.HANDOFF_PUBLIC_URL.rstrip("/") + raw.get_full_path()]
+        if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
+            from apps.sync.models import Connection
+
+            conn = Connection.objects.filter(slug=connection).first()
+            reply = intake.record_rejection(slug=connection, conn=conn, status=413 if conn else 404,
+                                            reason=(f"body of {length} bytes is over the "
+                                                    f"{settings.HANDOFF_MAX_CALLBACK_BYTES}-byte limit")
+                                            if conn else f"unknown connection {connection[:50]!r}",
+                                            body=body, headers=raw.headers)
+        else:
+            reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers)
+        return HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+
+
+class RecordSerializer(serializers.ModelSerializer):
+    source = serializers.CharField(source="source_connection.slug")
+
+    class Meta:
+        model = SyncRecord
+        fields = ["id", "workflow", "stage", "status", "reason_code", "message", "fault_fields", "failed_system",
+                  "owner_team", "priority", "attempts", "next_attempt_at", "correlation_id", "source",
+                  "source_key", "title", "amount", "currency", "context", "version", "created_at", "updated_at",
+                  "held_at", "completed_at"]
+
+
+class RecordList(generics.ListAPIView):
+    """Sync records, newest first; filter with ?status=held&workflow=quote_to_project&reason_code=…"""
+
+    serializer_class = RecordSerializer
+
+    @extend_schema(tags=["records"], parameters=[
+        OpenApiParameter("status", str), OpenApiParameter("workflow", str), OpenApiParameter("reason_code", str),
+        OpenApiParameter("owner_team", str)])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        qs = SyncRecord.objects.select_related("source_connection").order_by("-created_at", "-id")
+        for f in ("status", "workflow", "reason_code", "owner_team", "stage"):
+            if v := self.request.query_params.get(f):
+                qs = qs.filter(**{f: v})
+        return qs
+
+
+class RecordDetail(generics.RetrieveAPIView):
+    serializer_class = RecordSerializer
+    queryset = SyncRecord.objects.select_related("source_connection")
+
+    @extend_schema(tags=["records"])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InboundEvent
+        fields = ["id", "connection_slug", "event_id", "event_type", "received_at", "verified", "status",
+                  "http_status", "reason", "deliveries", "record", "processed_at"]
+
+
+class EventList(generics.ListAPIView):
+    """Inbound events as received, including every rejection and why (?status=rejected)."""
+
+    serializer_class = EventSerializer
+
+    @extend_schema(tags=["events"], parameters=[OpenApiParameter("status", str)])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        qs = InboundEvent.objects.order_by("-received_at", "-id")
+        if v := self.request.query_params.get("status"):
+            qs = qs.filter(status=v)
+        return qs

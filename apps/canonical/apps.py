@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CanonicalConfig(AppConfig):
+    name = "apps.canonical"
+    label = "canonical"

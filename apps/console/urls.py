@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("exceptions/", views.exceptions, name="exceptions"),
+    path("records/<int:pk>/", views.record_detail, name="record"),
+    path("records/<int:pk>/action/", views.record_action, name="record_action"),
+    path("runs/", views.runs, name="runs"),
+    path("events/", views.events, name="events"),
+]

@@ -1,0 +1,204 @@
+"""Callback intake: verify, store once, answer fast; then (in a job) turn stored events into sync records.
+
+The HTTP side (`receive`) does only what must happen before the sender gets its answer: size check, signature
+check, parse, one INSERT … ON CONFLICT for all events of the request, a debounced wake-up. Everything else is
+in `process_inbox`, which claims stored events in batches and creates records in bulk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection as db, transaction
+from django.utils import timezone
+
+from apps.connectors import hubspot, salesforce
+from apps.connectors.inbound import EventSpec, Rejected
+
+from .models import Connection, InboundEvent, SyncRecord
+from .wakeup import wake
+
+KEPT_HEADERS = ("Content-Type", "User-Agent", "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp",
+                "SOAPAction", "Content-Length")
+REJECTED_BODY_KEPT = 65_536
+
+
+@dataclass
+class Reply:
+    status: int
+    body: str
+    content_type: str = "application/json"
+
+
+def _kept_headers(headers) -> dict:
+    return {h: str(headers.get(h))[:500] for h in KEPT_HEADERS if headers.get(h) is not None}
+
+
+def _decode(body: bytes, limit: int | None = None) -> tuple[str, bool]:
+    chunk = body if limit is None else body[:limit]
+    try:
+        return chunk.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return chunk.decode("utf-8", errors="replace"), False
+
+
+def record_rejection(*, slug: str, conn: Connection | None, status: int, reason: str, body: bytes, headers) -> Reply:
+    text, _ = _decode(body, REJECTED_BODY_KEPT)
+    text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    InboundEvent.objects.create(
+        connection=conn, connection_slug=slug[:50], status=InboundEvent.Status.REJECTED, verified=False,
+        http_status=status, reason=reason[:2000], raw_body=text, headers=_kept_headers(headers),
+    )
+    if conn is not None and conn.kind == "salesforce":
+        return Reply(status, salesforce.soap_fault(reason), "text/xml; charset=utf-8")
+    return Reply(status, json.dumps({"error": reason}))
+
+
+def _media_type(headers) -> str:
+    return (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _verify_and_parse(conn: Connection, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
+    if conn.kind == "hubspot":
+        # verify first: an unsigned request learns nothing about what we accept
+        hubspot.verify(conn, method=method, uris=uris, body=body, headers=headers,
+                       max_age=settings.HANDOFF_SIGNATURE_MAX_AGE_SECONDS)
+        if _media_type(headers) != "application/json":
+            raise Rejected(415, "HubSpot webhooks must be sent as application/json")
+        text, ok = _decode(body)
+        if not ok:
+            raise Rejected(400, "the body is not valid UTF-8")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise Rejected(400, f"malformed JSON: {str(exc)[:200]}")
+        return hubspot.parse_events(conn, data)
+    if conn.kind == "salesforce":
+        if _media_type(headers) not in ("text/xml", "application/soap+xml", "application/xml"):
+            raise Rejected(415, "Salesforce Outbound Messages must be sent as text/xml")
+        return salesforce.parse_notifications(conn, body)
+    raise Rejected(404, f"connection {conn.slug!r} ({conn.get_kind_display()}) does not receive callbacks")
+
+
+INSERT_SQL = """
+INSERT INTO sync_inboundevent
+    (connection_id, connection_slug, event_id, event_type, received_at, raw_body, headers, verified, status,
+     http_status, reason, deliveries, workflow, source_key, title, payload)
+VALUES {values}
+ON CONFLICT (connection_id, event_id) WHERE verified
+DO UPDATE SET deliveries = sync_inboundevent.deliveries + 1
+RETURNING (xmax = 0) AS inserted, status
+"""
+
+
+def store_events(conn: Connection, specs: list[EventSpec], headers, status_code: int) -> Counter:
+    """Insert every event once; a redelivered event only bumps its `deliveries`. One statement per request."""
+    seen, unique = set(), []
+    for s in specs:  # the same event twice in one request counts once
+        if s.event_id not in seen:
+            seen.add(s.event_id)
+            unique.append(s)
+    now = timezone.now()
+    hdrs = json.dumps(_kept_headers(headers))
+    params, rows = [], []
+    for s in unique:
+        status = InboundEvent.Status.IGNORED if s.ignored else InboundEvent.Status.RECEIVED
+        rows.append("(%s,%s,%s,%s,%s,%s,%s,true,%s,%s,%s,1,%s,%s,%s,%s)")
+        params += [conn.pk, conn.slug, s.event_id, s.event_type, now,
+                   json.dumps(s.body, default=str).replace("\\u0000", ""), hdrs, status, status_code,
+                   s.ignored[:2000], s.workflow, s.source_key[:200], s.title[:300],
+                   json.dumps(s.payload, default=str).replace("\\u0000", "")]
+    counts: Counter = Counter()
+    with db.cursor() as cur:
+        cur.execute(INSERT_SQL.format(values=",".join(rows)), params)
+        for inserted, status in cur.fetchall():
+            if not inserted:
+                counts["duplicate"] += 1
+            elif status == InboundEvent.Status.IGNORED:
+                counts["ignored"] += 1
+            else:
+                counts["accepted"] += 1
+    return counts
+
+
+def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) -> Reply:
+    """Handle one callback request. Never raises for bad input: every refusal is a 4xx Reply and a stored row."""
+    conn = Connection.objects.filter(slug=slug).first() if len(slug) <= 50 else None
+    if conn is None:
+        return record_rejection(slug=slug, conn=None, status=404, reason=f"unknown connection {slug[:50]!r}",
+                                body=body, headers=headers)
+    if len(body) > settings.HANDOFF_MAX_CALLBACK_BYTES:
+        return record_rejection(slug=slug, conn=conn, status=413,
+                                reason=f"body of {len(body)} bytes is over the {settings.HANDOFF_MAX_CALLBACK_BYTES}"
+                                       f"-byte limit", body=body, headers=headers)
+    if not conn.enabled:
+        return record_rejection(slug=slug, conn=conn, status=403, reason="this connection is disabled",
+                                body=body, headers=headers)
+    try:
+        specs = _verify_and_parse(conn, method=method, uris=uris, body=body, headers=headers)
+    except Rejected as rej:
+        return record_rejection(slug=slug, conn=conn, status=rej.status, reason=rej.reason, body=body,
+                                headers=headers)
+    accepted_status = 200 if conn.kind == "salesforce" else 202
+    counts = store_events(conn, specs, headers, accepted_status)
+    if counts["accepted"]:
+        wake("inbox")
+    if conn.kind == "salesforce":
+        # Salesforce retries until it gets the Ack, so duplicates and ignored notifications are acked too
+        return Reply(200, salesforce.ACK, "text/xml; charset=utf-8")
+    status = 202 if counts["accepted"] else 200
+    return Reply(status, json.dumps({"accepted": counts["accepted"], "duplicates": counts["duplicate"],
+                                     "ignored": counts["ignored"]}))
+
+
+# ------------------------------------------------------------------ the inbox job
+
+
+def process_inbox(limit: int = 1000) -> Counter:
+    """Turn received events into sync records (one per source object), in batches, exactly once."""
+    from .workflows.base import get_workflow
+
+    total: Counter = Counter()
+    while True:
+        with transaction.atomic():
+            events = list(InboundEvent.objects.select_for_update(skip_locked=True)
+                          .filter(status=InboundEvent.Status.RECEIVED).order_by("received_at", "id")[:limit])
+            if not events:
+                break
+            now = timezone.now()
+            new_records = []
+            for ev in events:
+                wf = get_workflow(ev.workflow)
+                new_records.append(SyncRecord(
+                    workflow=ev.workflow, stage=wf.stages[0].name, status=SyncRecord.Status.PENDING,
+                    source_connection_id=ev.connection_id, source_key=ev.source_key, title=ev.title,
+                    original_payload=ev.payload, current_payload=ev.payload, priority=wf.priority(ev.payload),
+                    next_attempt_at=now, owner_team=wf.owner_team(""),
+                ))
+            # a second event for the same source object joins the existing record
+            SyncRecord.objects.bulk_create(new_records, ignore_conflicts=True, batch_size=1000)
+            keys = {(ev.workflow, ev.connection_id, ev.source_key) for ev in events}
+            existing = {}
+            for wf_name, conn_id, key, rid in (SyncRecord.objects
+                                               .filter(source_key__in={k[2] for k in keys},
+                                                       source_connection_id__in={k[1] for k in keys})
+                                               .values_list("workflow", "source_connection_id", "source_key", "id")):
+                existing[(wf_name, conn_id, key)] = rid
+            for ev in events:
+                ev.record_id = existing[(ev.workflow, ev.connection_id, ev.source_key)]
+                ev.status = InboundEvent.Status.PROCESSED
+                ev.processed_at = now
+            InboundEvent.objects.bulk_update(events, ["record_id", "status", "processed_at"], batch_size=1000)
+            total["events"] += len(events)
+            total["records"] += len({e.record_id for e in events})
+            priorities = {r.priority for r in new_records}
+        from .engine import PRIORITY_QUEUE
+
+        for p in priorities:
+            wake(f"records:{PRIORITY_QUEUE[p]}")
+        if len(events) < limit:
+            break
+    return total

@@ -1,0 +1,263 @@
+"""Sync state: connected systems, every inbound callback, every run, every record moving through a workflow,
+every call made for it, and every human action on it. PostgreSQL is the truth; Redis only wakes workers up."""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+
+class Connection(models.Model):
+    """One configured external system: what it is, how to call it, how it signs what it sends us."""
+
+    class Kind(models.TextChoices):
+        HUBSPOT = "hubspot", "HubSpot"
+        SALESFORCE = "salesforce", "Salesforce"
+        NETSUITE = "netsuite", "NetSuite"
+        KANTATA = "kantata", "Kantata"
+
+    class Role(models.TextChoices):
+        CRM = "crm", "CRM"
+        PSA = "psa", "PSA"
+        ERP = "erp", "ERP"
+        BILLING = "billing", "Billing"
+        FORECAST = "forecast", "Forecasting"
+
+    slug = models.SlugField(unique=True, help_text="Used in the callback URL: /api/v1/callbacks/<slug>/")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    base_url = models.URLField(max_length=300, help_text="Root of the system's REST API")
+    credentials = models.JSONField(default=dict, blank=True,
+                                   help_text='Outbound auth, e.g. {"access_token": "…"}; never shown in the console')
+    inbound_secret = models.CharField(max_length=200, blank=True,
+                                      help_text="HubSpot: the app's client secret (signs webhooks v3)")
+    organization_id = models.CharField(max_length=18, blank=True,
+                                       help_text="Salesforce: the org id Outbound Messages must carry")
+    settings = models.JSONField(default=dict, blank=True,
+                                help_text='Per-system options, e.g. {"closed_won_stages": ["closedwon"]}')
+    enabled = models.BooleanField(default=True)
+    max_attempts = models.PositiveSmallIntegerField(default=5, help_text="Transient failures retried this often")
+    backoff_base_seconds = models.FloatField(default=2.0)
+    backoff_cap_seconds = models.FloatField(default=300.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.name
+
+
+class InboundEvent(models.Model):
+    """One callback event exactly as received — accepted, duplicate, ignored or rejected (with why)."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"  # verified and stored, waiting for the inbox job
+        PROCESSED = "processed", "Processed"  # turned into (or linked to) a sync record
+        IGNORED = "ignored", "Ignored"  # verified, but not an event any workflow acts on
+        REJECTED = "rejected", "Rejected"  # refused with a 4xx; kept so an admin can see why
+
+    connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    connection_slug = models.CharField(max_length=50, help_text="As given in the URL, even when unknown")
+    event_id = models.CharField(max_length=200, blank=True)
+    event_type = models.CharField(max_length=100, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    raw_body = models.TextField(blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    verified = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    http_status = models.PositiveSmallIntegerField()
+    reason = models.TextField(blank=True, help_text="Why it was rejected or ignored")
+    deliveries = models.PositiveIntegerField(default=1, help_text="How often the system delivered this event")
+    # what the intake parsed out of it, for the inbox job to turn into a record
+    workflow = models.CharField(max_length=40, blank=True)
+    source_key = models.CharField(max_length=200, blank=True)
+    title = models.CharField(max_length=300, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    record = models.ForeignKey("SyncRecord", null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            # stored once: a redelivery of a verified event only bumps `deliveries`
+            models.UniqueConstraint(fields=["connection", "event_id"], condition=Q(verified=True),
+                                    name="inboundevent_once"),
+        ]
+        indexes = [
+            # the inbox job claims received events oldest first
+            models.Index(fields=["received_at"], condition=Q(status="received"), name="inboundevent_inbox"),
+            models.Index(fields=["status", "-received_at"], name="inboundevent_status"),
+        ]
+
+    def __str__(self):
+        return f"{self.connection_slug}:{self.event_id or '-'} ({self.status})"
+
+
+class SyncRun(models.Model):
+    """One execution of a background job (inbox intake, a workflow drain, the sweeper), NetBox-Job-like."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        ERRORED = "errored", "Errored"
+
+    kind = models.CharField(max_length=50)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    log = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    rq_job_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "-created_at"], name="syncrun_kind")]
+
+    def __str__(self):
+        return f"{self.kind} #{self.pk} ({self.status})"
+
+    @property
+    def duration(self):
+        if self.started_at and self.completed_at:
+            return self.completed_at - self.started_at
+        return None
+
+
+class SyncRecord(models.Model):
+    """One business record moving through a workflow, stage by stage, until it succeeds or a person must act."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        IN_PROGRESS = "in_progress", "In progress"
+        RETRYING = "retrying", "Retrying"
+        HELD = "held", "Held"
+        SUCCEEDED = "succeeded", "Succeeded"
+        IGNORED = "ignored", "Ignored"
+        DEAD = "dead", "Dead letter"
+
+    # states a worker may claim (with a due time); states that end the record's journey
+    CLAIMABLE = (Status.PENDING, Status.RETRYING)
+    TERMINAL = (Status.SUCCEEDED, Status.IGNORED, Status.DEAD)
+    ACTIONABLE = (Status.HELD, Status.DEAD)
+
+    class Team(models.TextChoices):
+        PMO = "pmo", "PMO"
+        FINANCE_OPS = "finance_ops", "Finance ops"
+        INTEGRATION = "integration_admin", "Integration admin"
+
+    workflow = models.CharField(max_length=40)
+    stage = models.CharField(max_length=40)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason_code = models.CharField(max_length=60, blank=True)
+    message = models.TextField(blank=True, help_text="Plain-language reason, naming the field")
+    fault_fields = ArrayField(models.CharField(max_length=60), default=list, blank=True)
+    failed_system = models.CharField(max_length=32, blank=True, help_text="The system that rejected it, if any")
+    system_message = models.TextField(blank=True, help_text="That system's own message")
+    owner_team = models.CharField(max_length=20, choices=Team.choices, default=Team.PMO)
+    priority = models.PositiveSmallIntegerField(default=2, help_text="1 = money at stake … 3 = reference data")
+    attempts = models.PositiveIntegerField(default=0, help_text="Transient failures in a row at the current stage")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    correlation_id = models.UUIDField(default=uuid.uuid4)
+    source_connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="records")
+    source_key = models.CharField(max_length=200, help_text="The source object, e.g. deal:123 — one record per object")
+    title = models.CharField(max_length=300, blank=True)
+    amount = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    original_payload = models.JSONField(default=dict, blank=True)
+    current_payload = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True, help_text="What earlier stages produced (ids, links)")
+    version = models.PositiveIntegerField(default=1, help_text="Bumped by every human change (optimistic locking)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    held_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["priority", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "source_connection", "source_key"], name="syncrecord_once"),
+        ]
+        permissions = [
+            ("resubmit_syncrecord", "Can fix and resubmit a held record"),
+            ("ignore_syncrecord", "Can resolve a held record without resubmitting"),
+            ("view_raw_payload", "Can see and edit raw payloads"),
+            ("view_personal_data", "Can see personal data (tax ids, contacts)"),
+        ]
+        indexes = [
+            # workers claim due work in priority order (partial: only claimable rows are indexed)
+            models.Index(fields=["priority", "next_attempt_at"], condition=Q(status__in=["pending", "retrying"]),
+                         name="syncrecord_claim"),
+            # the sweeper finds records whose worker died (lease expired)
+            models.Index(fields=["lease_expires_at"], condition=Q(status="in_progress"), name="syncrecord_lease"),
+            # the queue's filters: status/workflow/stage, reason, owner team, priority, age
+            models.Index(fields=["status", "workflow", "stage"], name="syncrecord_status_wf"),
+            models.Index(fields=["reason_code", "status"], name="syncrecord_reason"),
+            models.Index(fields=["owner_team", "status", "priority"], name="syncrecord_team"),
+            models.Index(fields=["status", "created_at"], name="syncrecord_age"),
+            models.Index(fields=["correlation_id"], name="syncrecord_correlation"),
+        ]
+
+    def __str__(self):
+        return f"{self.workflow} {self.source_key} ({self.status})"
+
+
+class Attempt(models.Model):
+    """One call made to an external system for a record: written before the call, completed after it."""
+
+    class Outcome(models.TextChoices):
+        STARTED = "started", "Started"  # still the value if the worker died during the call
+        OK = "ok", "OK"
+        TRANSIENT = "transient", "Transient failure"
+        PERMANENT = "permanent", "Permanent failure"
+
+    record = models.ForeignKey(SyncRecord, on_delete=models.CASCADE, related_name="attempt_set")
+    run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+    stage = models.CharField(max_length=40)
+    system = models.CharField(max_length=32)
+    method = models.CharField(max_length=8)
+    url = models.CharField(max_length=500)
+    request_summary = models.TextField(blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.STARTED)
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [models.Index(fields=["record", "started_at"], name="attempt_record")]
+
+
+class AuditEntry(models.Model):
+    """An append-only trail of every human action on a record: who, what, before/after, why."""
+
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
+    record = models.ForeignKey(SyncRecord, null=True, blank=True, on_delete=models.PROTECT, related_name="audit")
+    action = models.CharField(max_length=40)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        verbose_name_plural = "audit entries"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValueError("The audit trail is append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("The audit trail is append-only")

@@ -1,0 +1,111 @@
+"""Human actions on sync records: fix, dry-run, resubmit, ignore. Each is audited and version-checked."""
+
+from __future__ import annotations
+
+import copy
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .engine import PRIORITY_QUEUE
+from .models import AuditEntry, SyncRecord
+from .wakeup import wake
+from .workflows.base import Problem, get_workflow
+from .workflows.quote_to_project import get_path, normalise_fix, set_path
+
+
+class Conflict(Exception):
+    """Somebody else changed the record since this user loaded it (optimistic locking)."""
+
+
+class NotActionable(Exception):
+    """The record is not held (it already went through, or is being worked)."""
+
+
+class StillInvalid(Exception):
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+def apply_changes(payload: dict, changes: dict) -> tuple[dict, dict, dict]:
+    """New payload with `changes` (canonical field path → value), plus before/after of what really changed."""
+    new = copy.deepcopy(payload)
+    before, after = {}, {}
+    for path, value in changes.items():
+        value = normalise_fix(path, value)
+        old = get_path(new, path)
+        if (old or "") != (value or ""):
+            before[path], after[path] = old, value
+            set_path(new, path, value)
+    return new, before, after
+
+
+def record_dry_run(*, record: SyncRecord, changes: dict) -> dict:
+    """What resubmitting with these changes would do: the problems left, and what goes to which system."""
+    wf = get_workflow(record.workflow)
+    payload, before, after = apply_changes(record.current_payload, changes)
+    problems = wf.validate(payload, source_kind=record.source_connection.kind)
+    plan = []
+    for stage in wf.stages:
+        if stage.system_role:
+            plan.append({"stage": stage.label, "role": stage.system_role.upper(),
+                         "done": stage.name in _done_stages(record, wf)})
+    return {"payload": payload, "before": before, "after": after, "problems": problems, "plan": plan}
+
+
+def _done_stages(record: SyncRecord, wf) -> set[str]:
+    names = wf.stage_names()
+    return set(names[: names.index(record.stage)]) if record.stage in names else set()
+
+
+def record_resubmit(*, record_id: int, actor, expected_version: int, changes: dict | None = None,
+                    from_start: bool = False, reason: str = "") -> SyncRecord:
+    """Apply the fix, check it with the workflow's rules, and send the record back to the workers.
+
+    From the failed stage by default; from the start on request. Both are safe: every downstream write is
+    idempotent, so re-running a stage that already succeeded cannot create a second customer or project.
+    """
+    record = SyncRecord.objects.select_related("source_connection").get(pk=record_id)
+    wf = get_workflow(record.workflow)
+    payload, before, after = apply_changes(record.current_payload, changes or {})
+    if record.stage != "fetch" or record.context.get("fetched"):
+        problems = wf.validate(payload, source_kind=record.source_connection.kind)
+        if problems:
+            raise StillInvalid(problems)
+    stage = record.stage
+    if from_start:
+        stage = wf.first_stage_on_restart if record.context.get("fetched") or record.stage != "fetch" \
+            else wf.stages[0].name
+    now = timezone.now()
+    with transaction.atomic():
+        n = (SyncRecord.objects
+             .filter(pk=record.pk, version=expected_version, status__in=SyncRecord.ACTIONABLE)
+             .update(current_payload=payload, status=SyncRecord.Status.PENDING, stage=stage, attempts=0,
+                     next_attempt_at=now, reason_code="", message="", fault_fields=[], failed_system="",
+                     system_message="", held_at=None, version=F("version") + 1, updated_at=now))
+        if n == 0:
+            current = SyncRecord.objects.get(pk=record.pk)
+            if current.version != expected_version:
+                raise Conflict(f"This record was changed by someone else (version {current.version}, you had "
+                               f"{expected_version}). Reload to see their change.")
+            raise NotActionable(f"This record is {current.get_status_display().lower()}, not held.")
+        AuditEntry.objects.create(actor=actor, record=record, action="resubmit", before=before, after=after,
+                                  reason=reason or ("re-run from the start" if from_start else f"re-run from {stage}"))
+        wake(f"records:{PRIORITY_QUEUE[record.priority]}")
+    record.refresh_from_db()
+    return record
+
+
+def record_ignore(*, record_id: int, actor, expected_version: int, reason: str) -> SyncRecord:
+    if not reason.strip():
+        raise ValueError("A reason is required to resolve a record without resubmitting it.")
+    now = timezone.now()
+    with transaction.atomic():
+        n = (SyncRecord.objects.filter(pk=record_id, version=expected_version, status__in=SyncRecord.ACTIONABLE)
+             .update(status=SyncRecord.Status.IGNORED, completed_at=now, version=F("version") + 1, updated_at=now))
+        if n == 0:
+            raise Conflict("This record was changed by someone else, or is no longer held. Reload it.")
+        AuditEntry.objects.create(actor=actor, record_id=record_id, action="ignore", reason=reason.strip())
+    return SyncRecord.objects.get(pk=record_id)

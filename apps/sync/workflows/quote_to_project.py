@@ -1,0 +1,363 @@
+"""Quote-to-project: a closed-won opportunity becomes a customer in the ERP, a project in the PSA (and a job in
+the ERP), and the new ids are written back to the CRM opportunity.
+
+Stages: fetch (HubSpot only: the webhook carries ids) → validate → erp_customer → psa_project → erp_project →
+crm_writeback. Every downstream write is idempotent: NetSuite upserts by external id, Kantata is searched by
+engagement code before a workspace is created, and the CRM write-back is a PATCH of the same values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from apps.canonical.models import CURRENCIES, Customer, Engagement, LegalEntity, PaymentTerms
+from apps.canonical import services as canonical
+from apps.connectors.base import DownstreamError
+
+from .base import Hold, Problem, Stage, Workflow, register
+
+CONTRACT_TYPES = [c.value for c in Engagement.ContractType]
+
+# NetSuite field paths → the canonical field a person fixes
+ERP_FIELD_MAP = {
+    "vatRegNumber": "account.tax_id",
+    "companyName": "account.name",
+    "subsidiary": "legal_entity",
+    "currency": "currency",
+    "terms": "billing_terms",
+    "addressBook": "account.country",
+}
+
+FIX_FIELDS = ["legal_entity", "currency", "billing_terms", "account.tax_id", "account.name", "account.country",
+              "contract_type", "amount", "service_line", "project_template", "duplicate_resolution"]
+
+FIELD_LABELS = {
+    "legal_entity": "legal entity", "currency": "currency", "billing_terms": "billing terms",
+    "account.tax_id": "tax id", "account.name": "account name", "account.country": "country",
+    "contract_type": "contract type", "amount": "amount", "service_line": "service line",
+    "project_template": "project template", "duplicate_resolution": "duplicate resolution",
+}
+
+
+@dataclass
+class Reference:
+    """Reference data the rules need, loaded once per batch (not once per record)."""
+
+    legal_entities: dict[str, LegalEntity] = field(default_factory=dict)
+    terms: dict[str, PaymentTerms] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> "Reference":
+        return cls(legal_entities={le.code: le for le in LegalEntity.objects.all()},
+                   terms={t.code: t for t in PaymentTerms.objects.all()})
+
+
+def get_path(payload: dict, path: str):
+    cur = payload
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def set_path(payload: dict, path: str, value) -> None:
+    parts = path.split(".")
+    cur = payload
+    for part in parts[:-1]:
+        cur = cur.setdefault(part, {})
+    cur[parts[-1]] = value
+
+
+def _account_customer(payload: dict, source_kind: str) -> Customer | None:
+    account_id = get_path(payload, "account.id")
+    if not account_id:
+        return None
+    return canonical.object_by_external_id(model=Customer, system=source_kind, object_type="account",
+                                           external_id=account_id)
+
+
+def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = None) -> list[Problem]:
+    """Every rule a closed-won opportunity must pass before anything is written anywhere."""
+    ref = ref or Reference.load()
+    name = payload.get("opportunity_name") or "this opportunity"
+    problems: list[Problem] = []
+
+    le_code = (payload.get("legal_entity") or "").strip()
+    le = ref.legal_entities.get(le_code)
+    if not le_code:
+        problems.append(Problem("missing_legal_entity",
+                                f"No legal entity is set on “{name}”. Choose the legal entity that will contract "
+                                f"and invoice this work.", ["legal_entity"]))
+    elif le is None or not le.active:
+        problems.append(Problem("invalid_legal_entity",
+                                f"Legal entity “{le_code}” does not exist or is inactive. Choose one of: "
+                                f"{', '.join(sorted(c for c, x in ref.legal_entities.items() if x.active))}.",
+                                ["legal_entity"]))
+
+    currency = (payload.get("currency") or "").strip().upper()
+    if currency not in CURRENCIES:
+        problems.append(Problem("payload_schema_invalid",
+                                f"Currency “{currency or '(empty)'}” is not an ISO-4217 currency Handoff knows.",
+                                ["currency"]))
+    elif le is not None and le.active and not le.bills_in(currency):
+        enabled = sorted({le.base_currency, *le.enabled_currencies})
+        problems.append(Problem("currency_not_enabled",
+                                f"{le.code} cannot invoice in {currency}: enabled currencies are "
+                                f"{', '.join(enabled)}. Change the currency or the legal entity.",
+                                ["currency", "legal_entity"]))
+
+    terms = (payload.get("billing_terms") or "").strip()
+    if terms not in ref.terms:
+        problems.append(Problem("unknown_billing_terms",
+                                f"Billing terms “{terms or '(empty)'}” are not known. Use one of: "
+                                f"{', '.join(sorted(ref.terms))}.", ["billing_terms"]))
+
+    amount = payload.get("amount")
+    try:
+        if amount in (None, "") or Decimal(str(amount)) < 0:
+            raise InvalidOperation
+    except (InvalidOperation, ValueError):
+        problems.append(Problem("payload_schema_invalid",
+                                f"The amount “{amount}” is not a positive number.", ["amount"]))
+
+    ctype = payload.get("contract_type") or ""
+    if ctype and ctype not in CONTRACT_TYPES:
+        problems.append(Problem("payload_schema_invalid",
+                                f"Contract type “{ctype}” is not one of {', '.join(CONTRACT_TYPES)}.",
+                                ["contract_type"]))
+
+    account = payload.get("account") or {}
+    if not (account.get("name") or "").strip():
+        problems.append(Problem("payload_schema_invalid", "The account has no name.", ["account.name"]))
+    if not (account.get("tax_id") or "").strip():
+        problems.append(Problem("missing_tax_profile",
+                                f"Account “{account.get('name') or '?'}” has no tax id; the ERP needs one to create "
+                                f"the customer.", ["account.tax_id"]))
+
+    resolution = payload.get("duplicate_resolution") or ""
+    if resolution.startswith("link:"):
+        if not Customer.objects.filter(pk=resolution[5:] if resolution[5:].isdigit() else 0).exists():
+            problems.append(Problem("duplicate_customer_suspected",
+                                    "The customer chosen to link to no longer exists.", ["duplicate_resolution"]))
+    elif resolution != "new" and account.get("name") and account.get("tax_id"):
+        own = _account_customer(payload, source_kind)
+        dups = list(canonical.customer_find_duplicates(name=account["name"], tax_id=account["tax_id"],
+                                                       exclude_pk=own.pk if own else None)[:3])
+        if dups:
+            listing = ", ".join(f"#{c.pk} {c.name}" for c in dups)
+            problems.append(Problem("duplicate_customer_suspected",
+                                    f"A customer with the same name and tax id already exists ({listing}). Link this "
+                                    f"account to it, or confirm it is a different customer.",
+                                    ["duplicate_resolution", "account.name", "account.tax_id"]))
+    return problems
+
+
+def owner_team(reason: str) -> str:
+    if reason in ("unknown_billing_terms", "missing_tax_profile", "downstream_validation"):
+        return "finance_ops"
+    if reason in ("internal_error", "downstream_auth", "downstream_unavailable"):
+        return "integration_admin"
+    return "pmo"
+
+
+def priority(payload: dict) -> int:
+    return 2  # project set-up: P2 (money postings are P1, reference data P3)
+
+
+def _date(value) -> date | None:
+    try:
+        return date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- stages
+
+
+def stage_fetch(ctx) -> None:
+    """HubSpot webhooks carry only ids: fetch the deal and its company through the CRM v3 API."""
+    if ctx.source.kind != "hubspot" or ctx.context.get("fetched"):
+        return
+    from apps.connectors.hubspot import canonical_from_deal, deal_company_id
+
+    client = ctx.client_for(ctx.source)
+    deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.split(":", 1)[1]
+    try:
+        deal = client.get_deal(deal_id)
+    except DownstreamError as exc:
+        if exc.status == 404:
+            raise Hold([Problem("source_not_found", f"HubSpot has no deal {deal_id} (deleted or merged?).", [],
+                                "hubspot", exc.message)])
+        raise
+    company_id = deal_company_id(deal)
+    company = client.get_company(company_id) if company_id else None
+    canonical_payload = canonical_from_deal(deal, company)
+    canonical_payload["deal_id"] = deal_id
+    ctx.payload.clear()
+    ctx.payload.update(canonical_payload)
+    ctx.set_original(canonical_payload)
+    ctx.context["fetched"] = True
+
+
+def stage_validate(ctx) -> None:
+    problems = validate(ctx.payload, source_kind=ctx.source.kind, ref=ctx.reference(Reference))
+    if problems:
+        raise Hold(problems)
+    p = ctx.payload
+    ref = ctx.reference(Reference)
+    le = ref.legal_entities[p["legal_entity"]]
+
+    def apply():
+        account = p["account"]
+        resolution = p.get("duplicate_resolution") or ""
+        linked = Customer.objects.get(pk=int(resolution[5:])) if resolution.startswith("link:") else None
+        customer = canonical.customer_upsert(
+            source_role="crm", system=ctx.source.kind, account_id=account["id"] or f"opp-{p['opportunity_id']}",
+            customer=linked,
+            fields={"name": account["name"].strip(), "tax_id": account["tax_id"].strip(),
+                    "country": account.get("country", ""), "currency": p["currency"],
+                    "payment_terms": ref.terms[p["billing_terms"]], "legal_entity": le},
+        )
+        engagement = canonical.engagement_upsert_from_opportunity(
+            source_role="crm", system=ctx.source.kind, opportunity_id=p["opportunity_id"],
+            fields={"name": p.get("opportunity_name") or account["name"], "customer": customer, "legal_entity": le,
+                    "contract_type": p.get("contract_type") or Engagement.ContractType.FIXED_FEE,
+                    "contract_value": Decimal(str(p["amount"])), "currency": p["currency"],
+                    "start_date": _date(p.get("start_date")), "end_date": _date(p.get("end_date")),
+                    "service_line": p.get("service_line", ""), "project_template": p.get("project_template", ""),
+                    "billing_schedule": p.get("billing_schedule", ""),
+                    "correlation_id": ctx.record.correlation_id},
+        )
+        ctx.context.update(customer_id=customer.pk, engagement_id=engagement.pk, engagement_code=engagement.code)
+
+    ctx.on_commit(apply)
+
+
+def _erp_hold(exc: DownstreamError, what: str) -> Hold:
+    fault = ERP_FIELD_MAP.get(exc.field.split(".")[0], "") if exc.field else ""
+    label = FIELD_LABELS.get(fault, exc.field or "a field")
+    return Hold([Problem("downstream_validation",
+                         f"The ERP refused to {what}: {exc.message} (field: {label}).",
+                         [fault] if fault else [], exc.system, exc.message)])
+
+
+def stage_erp_customer(ctx) -> None:
+    customer = Customer.objects.select_related("legal_entity", "payment_terms").get(pk=ctx.context["customer_id"])
+    client = ctx.client_for_role("erp")
+    fields = {
+        "companyName": customer.name,
+        "subsidiary": {"id": customer.legal_entity.erp_subsidiary_id},
+        "currency": {"refName": customer.currency},
+        "terms": {"id": customer.payment_terms.erp_terms_id},
+        "vatRegNumber": customer.tax_id,
+        "addressBook": {"items": [{"addressBookAddress": {"country": {"id": customer.country},
+                                                          "addressee": customer.name}}]},
+    }
+    try:
+        internal_id = client.upsert_customer(f"HO-{customer.key}", fields)
+    except DownstreamError as exc:
+        if exc.permanent:
+            raise _erp_hold(exc, "create the customer")
+        raise
+    ctx.context["erp_customer_id"] = internal_id
+    ctx.on_commit(lambda: canonical.external_id_link(obj=customer, system=client.system, object_type="customer",
+                                                     external_id=internal_id))
+
+
+def stage_psa_project(ctx) -> None:
+    engagement = Engagement.objects.select_related("customer").get(pk=ctx.context["engagement_id"])
+    client = ctx.client_for_role("psa")
+    try:
+        ws_id = client.find_workspace(engagement.code)
+        if ws_id is None:
+            ws_id = client.create_workspace({
+                "title": f"{engagement.code} · {engagement.name}"[:255],
+                "description": f"Customer: {engagement.customer.name}. Created by Handoff from opportunity.",
+                "creator_role": "maven",
+                "budgeted": True,
+                "price": str(engagement.contract_value),
+                "currency": engagement.currency,
+                "start_date": engagement.start_date.isoformat() if engagement.start_date else None,
+                "due_date": engagement.end_date.isoformat() if engagement.end_date else None,
+            })
+    except DownstreamError as exc:
+        if exc.permanent:
+            raise Hold([Problem("downstream_validation", f"The PSA refused to create the project: {exc.message}.",
+                                [], exc.system, exc.message)])
+        raise
+    ctx.context["psa_project_id"] = ws_id
+    ctx.on_commit(lambda: canonical.external_id_link(obj=engagement, system=client.system, object_type="workspace",
+                                                     external_id=ws_id))
+
+
+def stage_erp_project(ctx) -> None:
+    engagement = Engagement.objects.select_related("legal_entity").get(pk=ctx.context["engagement_id"])
+    client = ctx.client_for_role("erp")
+    try:
+        job_id = client.upsert_job(f"HO-{engagement.key}", {
+            "entityId": engagement.code,
+            "companyName": f"{engagement.code} {engagement.name}"[:83],
+            "parent": {"id": ctx.context["erp_customer_id"]},
+            "subsidiary": {"id": engagement.legal_entity.erp_subsidiary_id},
+            "currency": {"refName": engagement.currency},
+        })
+    except DownstreamError as exc:
+        if exc.permanent:
+            raise _erp_hold(exc, "create the project (job)")
+        raise
+    ctx.context["erp_project_id"] = job_id
+    ctx.on_commit(lambda: canonical.external_id_link(obj=engagement, system=client.system, object_type="job",
+                                                     external_id=job_id))
+
+
+def stage_crm_writeback(ctx) -> None:
+    client = ctx.client_for(ctx.source)
+    c = ctx.context
+    try:
+        if ctx.source.kind == "hubspot":
+            client.update_deal(ctx.payload["opportunity_id"], {
+                "handoff_erp_customer_id": c["erp_customer_id"], "handoff_psa_project_id": c["psa_project_id"],
+                "handoff_erp_project_id": c["erp_project_id"], "handoff_engagement_code": c["engagement_code"]})
+        else:
+            client.update_opportunity(ctx.payload["opportunity_id"], {
+                "ERP_Customer_Id__c": c["erp_customer_id"], "PSA_Project_Id__c": c["psa_project_id"],
+                "ERP_Project_Id__c": c["erp_project_id"], "Engagement_Code__c": c["engagement_code"]})
+    except DownstreamError as exc:
+        if exc.permanent:
+            raise Hold([Problem("downstream_validation",
+                                f"The CRM refused the write-back of the new ids: {exc.message}.", [], exc.system,
+                                exc.message)])
+        raise
+
+
+WORKFLOW = register(Workflow(
+    name="quote_to_project",
+    label="Quote to project",
+    stages=[
+        Stage("fetch", "Fetch from CRM", stage_fetch, "crm"),
+        Stage("validate", "Validate", stage_validate),
+        Stage("erp_customer", "Customer in ERP", stage_erp_customer, "erp"),
+        Stage("psa_project", "Project in PSA", stage_psa_project, "psa"),
+        Stage("erp_project", "Project (job) in ERP", stage_erp_project, "erp"),
+        Stage("crm_writeback", "Ids back to CRM", stage_crm_writeback, "crm"),
+    ],
+    validate=validate,
+    owner_team=owner_team,
+    priority=priority,
+    fix_fields=FIX_FIELDS,
+    first_stage_on_restart="validate",
+))
+
+
+def normalise_fix(field_name: str, value: str):
+    """Clean a value typed into the fix form the same way the CRM mapping does."""
+    value = (value or "").strip()
+    if field_name in ("currency", "account.country"):
+        return value.upper()
+    if field_name == "account.tax_id":
+        return re.sub(r"\s+", "", value)
+    return value

@@ -1,0 +1,23 @@
+"""The test suite (`./handoff test`): real PostgreSQL and Redis, from DATABASE_URL / REDIS_URL."""
+
+import os
+
+from .base import *  # noqa: F401,F403
+from .base import REDIS_URL
+
+DEBUG = False
+SECRET_KEY = "test-only-not-secret"
+ALLOWED_HOSTS = ["*"]
+HANDOFF_SANDBOX_ENABLED = True
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; tests only
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Tests use their own Redis database so they never touch a running demo's queues.
+_test_redis = os.environ.get("TEST_REDIS_URL") or REDIS_URL.rsplit("/", 1)[0] + "/9"
+RQ_QUEUES = {name: {"URL": _test_redis, "DEFAULT_TIMEOUT": 600} for name in ("high", "default", "low")}
+REDIS_URL = _test_redis
+HANDOFF_HTTP_TIMEOUT = 5

@@ -1,0 +1,27 @@
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, re_path
+
+from apps.core import views as core_views
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/rq/", include("django_rq.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("apps.api.urls")),
+    path("", include("apps.console.urls")),
+]
+
+if settings.HANDOFF_SANDBOX_ENABLED:
+    from apps.sandbox import views as sandbox
+
+    urlpatterns += [
+        re_path(r"^sandbox/hubspot/(?P<path>.*)$", sandbox.hubspot),
+        re_path(r"^sandbox/salesforce/(?P<path>.*)$", sandbox.salesforce),
+        re_path(r"^sandbox/netsuite/(?P<path>.*)$", sandbox.netsuite),
+        re_path(r"^sandbox/kantata/(?P<path>.*)$", sandbox.kantata),
+    ]
