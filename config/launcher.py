@@ -232,6 +232,9 @@ def cmd_services(argv: list[str]) -> int:
 
 
 def main() -> int:
+    # Procfile commands (python, gunicorn) must resolve to this environment's
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(ROOT / ".data"))
     cmd, argv = sys.argv[1], sys.argv[2:]
     return {"run": cmd_run, "test": cmd_test, "services": cmd_services}[cmd](argv)
 
