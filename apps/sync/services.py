@@ -75,6 +75,12 @@ def record_resubmit(*, record_id: int, actor, expected_version: int, changes: di
         if problems:
             raise StillInvalid(problems)
     stage = record.stage
+    names = wf.stage_names()
+    if after and wf.first_stage_on_restart and stage in names \
+            and names.index(stage) > names.index(wf.first_stage_on_restart):
+        # changed fields must reach the canonical objects first: re-run from validation (the stages already
+        # done are idempotent downstream, so they update in place, never duplicate)
+        stage = wf.first_stage_on_restart
     if from_start:
         stage = wf.first_stage_on_restart if record.context.get("fetched") or record.stage != "fetch" \
             else wf.stages[0].name

@@ -21,3 +21,4 @@ _test_redis = os.environ.get("TEST_REDIS_URL") or REDIS_URL.rsplit("/", 1)[0] + 
 RQ_QUEUES = {name: {"URL": _test_redis, "DEFAULT_TIMEOUT": 600} for name in ("high", "default", "low")}
 REDIS_URL = _test_redis
 HANDOFF_HTTP_TIMEOUT = 5
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405  (live-server threads must not keep connections open)
