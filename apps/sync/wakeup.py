@@ -36,8 +36,9 @@ def enqueue_now(kind: str) -> bool:
         conn = django_rq.get_connection(queue_name)
         if not conn.set(wake_key(kind), "1", nx=True, ex=WAKE_TTL_SECONDS):
             return False
-        django_rq.get_queue(queue_name).enqueue(func, kwargs=kwargs, job_timeout=900, result_ttl=300,
-                                               failure_ttl=86400)
+        # already after commit (wake) or outside any transaction (sweeper): enqueue now
+        queue = django_rq.get_queue(queue_name, commit_mode="auto")
+        queue.enqueue(func, kwargs=kwargs, job_timeout=900, result_ttl=300, failure_ttl=86400)
         return True
     except RedisError as exc:
         log.warning("wake-up %s not sent (%s); the sweeper will pick the work up", kind, exc)
