@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.plumbing import build_array_type, build_basic_type
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
@@ -54,7 +55,8 @@ class CallbackView(APIView):
 
     @extend_schema(
         operation_id="callback_receive",
-        request={"application/json": OpenApiTypes.OBJECT, "text/xml": OpenApiTypes.STR},
+        request={"application/json": build_array_type(build_basic_type(OpenApiTypes.OBJECT)),
+                 "text/xml": OpenApiTypes.STR},
         parameters=[
             OpenApiParameter("X-HubSpot-Signature-v3", str, OpenApiParameter.HEADER, required=False),
             OpenApiParameter("X-HubSpot-Request-Timestamp", str, OpenApiParameter.HEADER, required=False),
@@ -83,9 +85,7 @@ class CallbackView(APIView):
             body = raw.body
         uris = [raw.build_absolute_uri(), settings.HANDOFF_PUBLIC_URL.rstrip("/") + raw.get_full_path()]
         if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
-            from apps.sync.models import Connection
-
-            conn = Connection.objects.filter(slug=connection).first()
+            conn = intake.find_connection(connection)
             reply = intake.record_rejection(slug=connection, conn=conn, status=413 if conn else 404,
                                             reason=(f"body of {length} bytes is over the "
                                                     f"{settings.HANDOFF_MAX_CALLBACK_BYTES}-byte limit")
@@ -105,6 +105,19 @@ class RecordSerializer(serializers.ModelSerializer):
                   "owner_team", "priority", "attempts", "next_attempt_at", "correlation_id", "source",
                   "source_key", "title", "amount", "currency", "context", "version", "created_at", "updated_at",
                   "held_at", "completed_at"]
+
+
+    def to_representation(self, instance):
+        """Tax ids are personal data: masked for users without sync.view_personal_data (viewers)."""
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is not None and not request.user.has_perm("sync.view_personal_data"):
+            from apps.console.templatetags.console_tags import MASK, personal_values
+
+            for secret in personal_values(instance):
+                for key in ("message", "title"):
+                    data[key] = (data[key] or "").replace(secret, MASK)
+        return data
 
 
 class RecordList(generics.ListAPIView):

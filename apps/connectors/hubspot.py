@@ -48,9 +48,11 @@ def verify(connection, *, method: str, uris: list[str], body: bytes, headers, ma
         raise Rejected(401, f"stale timestamp: the request was signed {int(age)} s ago (limit {max_age} s)")
     if not connection.inbound_secret:
         raise Rejected(401, "this connection has no client secret configured to verify signatures")
+    # compare bytes: compare_digest refuses str with non-ASCII characters (a forged header must be a 401, not a 500)
+    sig_bytes = sig.encode("utf-8", "replace")
     for uri in uris:
         if hmac.compare_digest(signature_v3(connection.inbound_secret, method, uri,
-                                            body, ts), sig):
+                                            body, ts).encode(), sig_bytes):
             return
     raise Rejected(401, "bad signature: X-HubSpot-Signature-v3 does not match the body")
 

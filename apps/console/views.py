@@ -43,6 +43,7 @@ def home(request):
                   .annotate(n=Count("id")).values_list("status", "n"))
     context = {
         "board": board, "columns": STATUS_COLUMNS, "reasons": reasons, "events": events,
+        "column_labels": [SyncRecord.Status(s).label for s in STATUS_COLUMNS],
         "runs": SyncRun.objects.order_by("-created_at")[:8], "now": timezone.now(),
         "my_team_held": SyncRecord.objects.filter(status__in=SyncRecord.ACTIONABLE,
                                                   owner_team__in=_user_teams(request.user)).count(),

@@ -8,6 +8,7 @@ in `process_inbox`, which claims stored events in batches and creates records in
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -33,8 +34,30 @@ class Reply:
     content_type: str = "application/json"
 
 
+def _pg_text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: replace it (not drop it, so `12\\x003` does not become `123`)."""
+    return value.replace("\x00", "\ufffd")
+
+
+_JSON_ESCAPE = re.compile(r"\\(\\|u0000)")
+
+
+def _pg_json(value) -> str:
+    """JSON text for jsonb, which cannot hold \\u0000. Scans escapes left to right, so an escaped backslash
+    followed by the letters u0000 (the text `\\u0000`, not a NUL) is left intact."""
+    return _JSON_ESCAPE.sub(lambda m: m.group(0) if m.group(1) == "\\" else "\\ufffd",
+                            json.dumps(value, default=str))
+
+
 def _kept_headers(headers) -> dict:
-    return {h: str(headers.get(h))[:500] for h in KEPT_HEADERS if headers.get(h) is not None}
+    return {h: _pg_text(str(headers.get(h))[:500]) for h in KEPT_HEADERS if headers.get(h) is not None}
+
+
+def find_connection(slug: str) -> Connection | None:
+    """The connection a callback URL names, or None (also for a name no slug can be, e.g. with a NUL)."""
+    if len(slug) > 50 or "\x00" in slug:
+        return None
+    return Connection.objects.filter(slug=slug).first()
 
 
 def _decode(body: bytes, limit: int | None = None) -> tuple[str, bool]:
@@ -47,9 +70,9 @@ def _decode(body: bytes, limit: int | None = None) -> tuple[str, bool]:
 
 def record_rejection(*, slug: str, conn: Connection | None, status: int, reason: str, body: bytes, headers) -> Reply:
     text, _ = _decode(body, REJECTED_BODY_KEPT)
-    text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    text = _pg_text(text)  # PostgreSQL text cannot hold NUL
     InboundEvent.objects.create(
-        connection=conn, connection_slug=slug[:50], status=InboundEvent.Status.REJECTED, verified=False,
+        connection=conn, connection_slug=_pg_text(slug[:50]), status=InboundEvent.Status.REJECTED, verified=False,
         http_status=status, reason=reason[:2000], raw_body=text, headers=_kept_headers(headers),
     )
     if conn is not None and conn.kind == "salesforce":
@@ -98,19 +121,18 @@ def store_events(conn: Connection, specs: list[EventSpec], headers, status_code:
     """Insert every event once; a redelivered event only bumps its `deliveries`. One statement per request."""
     seen, unique = set(), []
     for s in specs:  # the same event twice in one request counts once
-        if s.event_id not in seen:
-            seen.add(s.event_id)
+        if _pg_text(s.event_id) not in seen:
+            seen.add(_pg_text(s.event_id))
             unique.append(s)
     now = timezone.now()
-    hdrs = json.dumps(_kept_headers(headers))
+    hdrs = _pg_json(_kept_headers(headers))
     params, rows = [], []
     for s in unique:
         status = InboundEvent.Status.IGNORED if s.ignored else InboundEvent.Status.RECEIVED
         rows.append("(%s,%s,%s,%s,%s,%s,%s,true,%s,%s,%s,1,%s,%s,%s,%s)")
-        params += [conn.pk, conn.slug, s.event_id, s.event_type, now,
-                   json.dumps(s.body, default=str).replace("\\u0000", ""), hdrs, status, status_code,
-                   s.ignored[:2000], s.workflow, s.source_key[:200], s.title[:300],
-                   json.dumps(s.payload, default=str).replace("\\u0000", "")]
+        params += [conn.pk, conn.slug, _pg_text(s.event_id), _pg_text(s.event_type), now, _pg_json(s.body),
+                   hdrs, status, status_code, _pg_text(s.ignored[:2000]), s.workflow, _pg_text(s.source_key[:200]),
+                   _pg_text(s.title[:300]), _pg_json(s.payload)]
     counts: Counter = Counter()
     with db.cursor() as cur:
         cur.execute(INSERT_SQL.format(values=",".join(rows)), params)
@@ -126,7 +148,7 @@ def store_events(conn: Connection, specs: list[EventSpec], headers, status_code:
 
 def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) -> Reply:
     """Handle one callback request. Never raises for bad input: every refusal is a 4xx Reply and a stored row."""
-    conn = Connection.objects.filter(slug=slug).first() if len(slug) <= 50 else None
+    conn = find_connection(slug)
     if conn is None:
         return record_rejection(slug=slug, conn=None, status=404, reason=f"unknown connection {slug[:50]!r}",
                                 body=body, headers=headers)
@@ -142,7 +164,8 @@ def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) ->
     except Rejected as rej:
         return record_rejection(slug=slug, conn=conn, status=rej.status, reason=rej.reason, body=body,
                                 headers=headers)
-    accepted_status = 200 if conn.kind == "salesforce" else 202
+    # the status stored with the events is the one answered: 202 only when something may be new to process
+    accepted_status = 202 if conn.kind != "salesforce" and any(not s.ignored for s in specs) else 200
     counts = store_events(conn, specs, headers, accepted_status)
     if counts["accepted"]:
         wake("inbox")

@@ -1,0 +1,182 @@
+"""The API's OpenAPI document, and who may read sync records and inbound events through the API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.connectors.hubspot import signature_v3
+from apps.sync.intake import process_inbox
+from apps.sync.models import InboundEvent, SyncRecord
+
+from .conftest import HUBSPOT_SECRET
+
+pytestmark = pytest.mark.django_db
+
+CALLBACK = "/api/v1/callbacks/{connection}/"
+RECORDS = "/api/v1/records/"
+
+
+@pytest.fixture
+def client():
+    return APIClient()
+
+
+def deliver_closed_won(client, event_id: int, deal_id: int):
+    body = json.dumps([{"eventId": event_id, "subscriptionId": 7, "portalId": 62515, "occurredAt": 1,
+                        "subscriptionType": "deal.propertyChange", "objectId": deal_id,
+                        "propertyName": "dealstage", "propertyValue": "closedwon"}]).encode()
+    ts = str(int(time.time() * 1000))
+    sig = signature_v3(HUBSPOT_SECRET, "POST", "http://testserver/api/v1/callbacks/hubspot/", body, ts)
+    response = client.post("/api/v1/callbacks/hubspot/", data=body, content_type="application/json",
+                           HTTP_X_HUBSPOT_SIGNATURE_V3=sig, HTTP_X_HUBSPOT_REQUEST_TIMESTAMP=ts)
+    assert response.status_code == 202, response.content
+    return response
+
+
+@pytest.fixture
+def two_records(client, connections):
+    deliver_closed_won(client, 1, 700)
+    deliver_closed_won(client, 2, 701)
+    client.post("/api/v1/callbacks/hubspot/", data=b"[]", content_type="application/json")  # a rejection
+    process_inbox()
+    assert SyncRecord.objects.count() == 2
+    return list(SyncRecord.objects.order_by("source_key"))
+
+
+def test_the_schema_is_served_to_anyone_and_documents_the_callback_and_records_paths(client, db):
+    response = client.get("/api/v1/schema/", {"format": "json"})
+
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    assert schema["openapi"].startswith("3.")
+    assert schema["info"]["title"] == "Handoff API"
+    assert CALLBACK in schema["paths"]
+    assert RECORDS in schema["paths"]
+    assert "/api/v1/records/{id}/" in schema["paths"]
+    assert "/api/v1/events/" in schema["paths"]
+
+
+def test_the_schema_describes_what_the_callback_answers(client, db):
+    schema = json.loads(client.get("/api/v1/schema/", {"format": "json"}).content)
+
+    post = schema["paths"][CALLBACK]["post"]
+    assert post["operationId"] == "callback_receive"
+    assert {"200", "202", "400", "401", "403", "404", "413", "415"} <= set(post["responses"])
+    assert {"application/json", "text/xml"} <= set(post["requestBody"]["content"])
+    headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
+    assert headers == {"X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp"}
+    assert {"connection"} == {p["name"] for p in post["parameters"] if p["in"] == "path"}
+    # the records list needs a login; the callback is authenticated by the sender's signature instead
+    assert schema["paths"][RECORDS]["get"]["security"] != [{}]
+    assert post.get("security", [{}]) == [{}]
+
+
+def test_the_schema_is_yaml_by_default(client, db):
+    response = client.get("/api/v1/schema/")
+
+    assert response.status_code == 200
+    assert b"/api/v1/callbacks/{connection}/:" in response.content
+    assert b"/api/v1/records/:" in response.content
+
+
+@pytest.mark.parametrize("path", [RECORDS, "/api/v1/records/1/", "/api/v1/events/"])
+def test_reading_the_api_requires_a_login(client, two_records, path):
+    response = client.get(path)
+
+    assert response.status_code in (401, 403)
+    assert "results" not in json.loads(response.content)
+
+
+def test_wrong_basic_auth_credentials_are_refused(client, two_records, alice):
+    client.credentials(HTTP_AUTHORIZATION="Basic YWxpY2U6d3Jvbmc=")  # alice:wrong
+
+    response = client.get(RECORDS)
+
+    # 403, not 401: session auth comes first in DEFAULT_AUTHENTICATION_CLASSES, so DRF sends no challenge
+    assert response.status_code in (401, 403)
+    assert "Invalid username/password" in json.loads(response.content)["detail"]
+
+
+def test_a_logged_in_user_lists_the_records(client, two_records, alice):
+    client.force_authenticate(alice)
+
+    response = client.get(RECORDS)
+
+    assert response.status_code == 200
+    data = json.loads(response.content)
+    assert data["count"] == 2
+    by_key = {r["source_key"]: r for r in data["results"]}
+    assert set(by_key) == {"deal:700", "deal:701"}
+    assert by_key["deal:700"]["source"] == "hubspot"
+    assert by_key["deal:700"]["workflow"] == "quote_to_project"
+    assert by_key["deal:700"]["status"] == "pending"
+    assert by_key["deal:700"]["id"] == two_records[0].pk
+
+
+def test_a_session_login_lists_the_records(client, two_records, alice):
+    assert client.login(username="alice", password="pw-alice")
+
+    response = client.get(RECORDS)
+
+    assert response.status_code == 200
+    assert json.loads(response.content)["count"] == 2
+
+
+def test_basic_auth_with_the_right_password_lists_the_records(client, two_records, alice):
+    client.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(b"alice:pw-alice").decode())
+
+    response = client.get(RECORDS)
+
+    assert response.status_code == 200
+    assert json.loads(response.content)["count"] == 2
+
+
+def test_the_records_list_filters_by_status(client, two_records, alice):
+    SyncRecord.objects.filter(pk=two_records[1].pk).update(status="held", reason_code="missing_legal_entity")
+    client.force_authenticate(alice)
+
+    held = json.loads(client.get(RECORDS, {"status": "held"}).content)
+    by_reason = json.loads(client.get(RECORDS, {"reason_code": "missing_legal_entity"}).content)
+    pending = json.loads(client.get(RECORDS, {"status": "pending"}).content)
+
+    assert [r["source_key"] for r in held["results"]] == ["deal:701"]
+    assert [r["source_key"] for r in by_reason["results"]] == ["deal:701"]
+    assert [r["source_key"] for r in pending["results"]] == ["deal:700"]
+
+
+def test_a_logged_in_user_reads_one_record(client, two_records, alice):
+    client.force_authenticate(alice)
+
+    response = client.get(f"/api/v1/records/{two_records[0].pk}/")
+
+    assert response.status_code == 200
+    assert json.loads(response.content)["source_key"] == "deal:700"
+    assert client.get("/api/v1/records/999999999/").status_code == 404
+
+
+def test_a_logged_in_user_sees_every_inbound_event_including_rejections(client, two_records, alice):
+    client.force_authenticate(alice)
+
+    events = json.loads(client.get("/api/v1/events/").content)["results"]
+    rejected = json.loads(client.get("/api/v1/events/", {"status": "rejected"}).content)["results"]
+
+    assert sorted(e["status"] for e in events) == ["processed", "processed", "rejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["http_status"] == 401 and rejected[0]["verified"] is False and rejected[0]["reason"]
+    assert InboundEvent.objects.filter(status="rejected").count() == 1
+
+
+def test_the_records_api_is_read_only(client, two_records, alice):
+    client.force_authenticate(alice)
+
+    response = client.post(RECORDS, {"workflow": "x"}, format="json")
+    patch = client.patch(f"/api/v1/records/{two_records[0].pk}/", {"status": "succeeded"}, format="json")
+
+    assert response.status_code == 405 and patch.status_code == 405
+    assert SyncRecord.objects.count() == 2
+    assert set(SyncRecord.objects.values_list("status", flat=True)) == {"pending"}
