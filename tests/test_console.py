@@ -434,9 +434,9 @@ def test_resubmitting_a_valid_fix_sends_the_record_back_to_the_workers_and_audit
 
 
 @pytest.mark.django_db
-def test_an_htmx_resubmit_redirects_the_browser_to_the_record(client, bob, connections):
+def test_an_htmx_resubmit_redirects_the_browser_to_the_record(client, alice, connections):
     record = make_record(connections)
-    client.force_login(bob)
+    client.force_login(alice)
 
     resp = client.post(action_url(record), fix_post(record, "resubmit", legal_entity="US01"), **HTMX)
 

@@ -219,16 +219,20 @@ def test_a_fix_that_still_fails_the_rules_is_not_resubmitted(deliverer, alice):
     assert record.status == "held" and not AuditEntry.objects.exists()
 
 
-def test_the_second_of_two_concurrent_fixes_gets_a_conflict(deliverer, alice, bob):
+def test_the_second_of_two_concurrent_fixes_gets_a_conflict(deliverer, alice, bob, carol):
     deliverer.deliver(make_opportunity(random.Random(12), "unknown_terms"), via="hubspot")
     run_worker()
     record = SyncRecord.objects.get()
     version = record.version
 
-    services.record_resubmit(record_id=record.pk, actor=alice, expected_version=version,
+    assert record.owner_team == "finance_ops"
+    with pytest.raises(services.NotAllowed):  # Alice is PMO: billing terms are finance ops' to fix
+        services.record_resubmit(record_id=record.pk, actor=alice, expected_version=version,
+                                 changes={"billing_terms": "NET30"})
+    services.record_resubmit(record_id=record.pk, actor=bob, expected_version=version,
                              changes={"billing_terms": "NET30"})
     with pytest.raises(services.Conflict):
-        services.record_resubmit(record_id=record.pk, actor=bob, expected_version=version,
+        services.record_resubmit(record_id=record.pk, actor=carol, expected_version=version,
                                  changes={"billing_terms": "NET45"})
     record.refresh_from_db()
     assert record.current_payload["billing_terms"] == "NET30"

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
+from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -144,6 +145,8 @@ def record_action(request, pk: int):
         messages.error(request, "Not resubmitted: the fix does not pass the workflow's rules yet.")
         ctx = _record_context(request, record, form, result)
         return render(request, "console/record.html", ctx, status=422)
+    except services.NotAllowed as exc:
+        return HttpResponseForbidden(str(exc))
     except (services.Conflict, services.NotActionable, ValueError) as exc:
         messages.error(request, str(exc))
     if request.htmx:

@@ -132,8 +132,11 @@ class StageContext:
         self.original = dict(payload)
 
 
-def summary_fields(payload: dict) -> dict:
+def summary_fields(record: SyncRecord, payload: dict, context: dict) -> dict:
+    """Columns derived from the payload: what the queue shows, sorts, groups and searches by."""
     from decimal import Decimal, InvalidOperation
+
+    from .desk import business_priority, search_keys
 
     out = {}
     if payload.get("opportunity_name"):
@@ -145,6 +148,12 @@ def summary_fields(payload: dict) -> dict:
     if out.get("amount") is not None and abs(out["amount"]) >= Decimal("1e16"):
         out["amount"] = None
     out["currency"] = str(payload.get("currency") or "")[:3]
+    if not record.priority_overridden:
+        out["priority"], out["priority_reason"] = business_priority(
+            workflow=record.workflow, amount=out["amount"], currency=out["currency"],
+            title=out.get("title", record.title))
+    out["search_keys"] = search_keys({"source_key": record.source_key, "correlation_id": record.correlation_id,
+                                      "current_payload": payload, "context": context})
     return out
 
 
@@ -158,20 +167,26 @@ def _commit(record: SyncRecord, token: uuid.UUID, fields: dict, apply_fns=()) ->
             raise LeaseLost(record.pk)
 
 
-CLEAR_REASON = {"reason_code": "", "message": "", "fault_fields": [], "failed_system": "", "system_message": ""}
+CLEAR_REASON = {"reason_code": "", "message": "", "fault_fields": [], "failed_system": "", "system_message": "",
+                "error_signature": ""}
 
 
 def _hold_fields(wf, problems: list[Problem], ctx: StageContext) -> dict:
+    from .desk import error_signature
+
     first = problems[0]
     fields = sorted({f for p in problems for f in p.fields})
     message = " ".join(p.message for p in problems)
+    stage = wf.stage(ctx.stage)
     return {
+        "error_signature": error_signature(first.reason, first.system, first.message),
+        "target_system": first.system if first.system not in ("", "handoff") else stage.system_role,
         "status": SyncRecord.Status.HELD, "reason_code": first.reason, "message": message[:4000],
         "fault_fields": fields, "failed_system": first.system, "system_message": first.system_message[:4000],
         "owner_team": wf.owner_team(first.reason), "held_at": timezone.now(), "lease_token": None,
         "lease_expires_at": None, "attempts": 0, "context": ctx.context, "current_payload": ctx.payload,
         **({"original_payload": ctx.original} if ctx.original is not None else {}),
-        **summary_fields(ctx.payload),
+        **summary_fields(ctx.record, ctx.payload, ctx.context),
     }
 
 
@@ -214,7 +229,7 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
                 return "held"
             nxt = wf.next_stage(stage_name)
             fields = {"stage": nxt or stage_name, "context": ctx.context, "current_payload": ctx.payload,
-                      "attempts": 0, **summary_fields(ctx.payload),
+                      "attempts": 0, **summary_fields(record, ctx.payload, ctx.context),
                       "lease_expires_at": timezone.now() + timedelta(seconds=settings.HANDOFF_LEASE_SECONDS)}
             if ctx.original is not None:
                 fields["original_payload"] = ctx.original

@@ -5,6 +5,8 @@ import uuid
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.db.models.functions import Upper
 from django.db import models
 from django.db.models import Q
 
@@ -182,6 +184,20 @@ class SyncRecord(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     held_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # the exception desk
+    assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="assigned_records")
+    priority_reason = models.CharField(max_length=200, blank=True,
+                                       help_text='Why this priority, e.g. "P1: invoice of 48,200.00 EUR blocked"')
+    priority_overridden = models.BooleanField(default=False)
+    target_system = models.CharField(max_length=32, blank=True, help_text="The system the failed stage calls")
+    error_signature = models.CharField(max_length=40, blank=True,
+                                       help_text="reason + system + normalised message: groups alike exceptions")
+    search_keys = ArrayField(models.CharField(max_length=200), default=list, blank=True,
+                             help_text="Every id this record is known by (source, account, tax id, external ids…)")
+    sla_due_at = models.DateTimeField(null=True, blank=True, help_text="When the current SLA clock runs out")
+    sla_state = models.CharField(max_length=12, default="ok", help_text="ok / due_soon / breached")
+    sla_notified_state = models.CharField(max_length=12, blank=True, help_text="Last SLA state notified")
 
     class Meta:
         ordering = ["priority", "created_at"]
@@ -206,6 +222,17 @@ class SyncRecord(models.Model):
             models.Index(fields=["owner_team", "status", "priority"], name="syncrecord_team"),
             models.Index(fields=["status", "created_at"], name="syncrecord_age"),
             models.Index(fields=["correlation_id"], name="syncrecord_correlation"),
+            # the desk: group by signature, my/unassigned, SLA state, sort by priority then SLA due time
+            models.Index(fields=["error_signature", "status"], name="syncrecord_signature"),
+            models.Index(fields=["assignee", "status"], name="syncrecord_assignee"),
+            models.Index(fields=["status", "priority", "sla_due_at"], name="syncrecord_desk_order"),
+            models.Index(fields=["sla_state", "status"], name="syncrecord_sla"),
+            models.Index(fields=["status", "amount"], name="syncrecord_amount"),
+            models.Index(fields=["target_system", "status"], name="syncrecord_target"),
+            # "find any record by any id": exact match on any key
+            GinIndex(fields=["search_keys"], name="syncrecord_search_keys"),
+            # …and by (part of) its title / customer name
+            GinIndex(OpClass(Upper("title"), name="gin_trgm_ops"), name="syncrecord_title_trgm"),
         ]
 
     def __str__(self):
@@ -237,6 +264,37 @@ class Attempt(models.Model):
     class Meta:
         ordering = ["started_at", "id"]
         indexes = [models.Index(fields=["record", "started_at"], name="attempt_record")]
+
+
+class BulkAction(models.Model):
+    """A bulk action over many records (resubmit / assign / ignore / apply one fix to all): previewed, then run
+    in RQ with its progress kept here."""
+
+    class Status(models.TextChoices):
+        PREVIEWED = "previewed", "Previewed"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    action = models.CharField(max_length=20, help_text="resubmit / assign / ignore / fix")
+    filter_query = models.TextField(blank=True, help_text="The queue filter it was started from (URL query)")
+    record_ids = ArrayField(models.BigIntegerField(), default=list)
+    params = models.JSONField(default=dict, blank=True, help_text="Fix values, assignee, reason…")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PREVIEWED)
+    preview = models.JSONField(default=dict, blank=True, help_text="Counts: would pass / still fail, and why")
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    log = models.JSONField(default=list, blank=True)
+    rq_job_id = models.CharField(max_length=100, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
 
 
 class AuditEntry(models.Model):

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .desk import NotAllowed, check_can_act  # noqa: F401  (NotAllowed is part of this module's API)
 from .engine import PRIORITY_QUEUE
 from .models import AuditEntry, SyncRecord
 from .wakeup import wake
@@ -68,6 +69,7 @@ def record_resubmit(*, record_id: int, actor, expected_version: int, changes: di
     idempotent, so re-running a stage that already succeeded cannot create a second customer or project.
     """
     record = SyncRecord.objects.select_related("source_connection").get(pk=record_id)
+    check_can_act(actor, record)
     wf = get_workflow(record.workflow)
     payload, before, after = apply_changes(record.current_payload, changes or {})
     if record.stage != "fetch" or record.context.get("fetched"):
@@ -90,7 +92,8 @@ def record_resubmit(*, record_id: int, actor, expected_version: int, changes: di
              .filter(pk=record.pk, version=expected_version, status__in=SyncRecord.ACTIONABLE)
              .update(current_payload=payload, status=SyncRecord.Status.PENDING, stage=stage, attempts=0,
                      next_attempt_at=now, reason_code="", message="", fault_fields=[], failed_system="",
-                     system_message="", held_at=None, version=F("version") + 1, updated_at=now))
+                     system_message="", error_signature="", held_at=None, version=F("version") + 1,
+                     updated_at=now))
         if n == 0:
             current = SyncRecord.objects.get(pk=record.pk)
             if current.version != expected_version:
@@ -107,6 +110,7 @@ def record_resubmit(*, record_id: int, actor, expected_version: int, changes: di
 def record_ignore(*, record_id: int, actor, expected_version: int, reason: str) -> SyncRecord:
     if not reason.strip():
         raise ValueError("A reason is required to resolve a record without resubmitting it.")
+    check_can_act(actor, SyncRecord.objects.get(pk=record_id))
     now = timezone.now()
     with transaction.atomic():
         n = (SyncRecord.objects.filter(pk=record_id, version=expected_version, status__in=SyncRecord.ACTIONABLE)
