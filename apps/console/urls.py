@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -10,4 +10,7 @@ urlpatterns = [
     path("records/<int:pk>/action/", views.record_action, name="record_action"),
     path("runs/", views.runs, name="runs"),
     path("events/", views.events, name="events"),
+    # screens owned by their own modules
+    path("", include("apps.console.urls_boards")),
+    path("", include("apps.console.urls_bulk")),
 ]

@@ -41,6 +41,9 @@ class Connection(models.Model):
     settings = models.JSONField(default=dict, blank=True,
                                 help_text='Per-system options, e.g. {"closed_won_stages": ["closedwon"]}')
     enabled = models.BooleanField(default=True)
+    paused = models.BooleanField(default=False, help_text="Paused: records needing this system wait (they do not fail)")
+    paused_reason = models.CharField(max_length=300, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
     max_attempts = models.PositiveSmallIntegerField(default=5, help_text="Transient failures retried this often")
     backoff_base_seconds = models.FloatField(default=2.0)
     backoff_cap_seconds = models.FloatField(default=300.0)
