@@ -8,6 +8,9 @@ urlpatterns = [
     path("exceptions/", views.exceptions, name="exceptions"),
     path("records/<int:pk>/", views.record_detail, name="record"),
     path("records/<int:pk>/action/", views.record_action, name="record_action"),
+    path("records/<int:pk>/desk/", views.record_desk_action, name="record_desk"),
+    path("records/<int:pk>/freshness/", views.record_freshness, name="record_freshness"),
+    path("search/", views.search, name="search"),
     path("runs/", views.runs, name="runs"),
     path("events/", views.events, name="events"),
     # screens owned by their own modules

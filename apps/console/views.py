@@ -8,14 +8,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpResponseForbidden
+from django.http import HttpResponseBadRequest, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from apps.sync import services
-from apps.sync.models import InboundEvent, SyncRecord, SyncRun
+from apps.sync import desk, services
+from apps.sync.models import Connection, InboundEvent, SyncRecord, SyncRun
 from apps.sync.workflows.base import all_workflows, get_workflow
 from apps.sync.workflows.quote_to_project import get_path
 
@@ -59,24 +59,41 @@ def _user_teams(user) -> list[str]:
 
 
 def exceptions(request):
-    """Held records (and dead letters), filterable; the filter lives in the URL."""
-    qs = SyncRecord.objects.filter(status__in=SyncRecord.ACTIONABLE).select_related("source_connection")
-    f = {k: request.GET.get(k, "") for k in ("workflow", "reason", "team", "q")}
-    if f["workflow"]:
-        qs = qs.filter(workflow=f["workflow"])
-    if f["reason"]:
-        qs = qs.filter(reason_code=f["reason"])
-    if f["team"]:
-        qs = qs.filter(owner_team=f["team"])
-    if f["q"]:
-        qs = qs.filter(Q(title__icontains=f["q"]) | Q(source_key__icontains=f["q"]) | Q(message__icontains=f["q"]))
-    page = Paginator(qs.order_by("priority", "held_at", "id"), 50).get_page(request.GET.get("page"))
-    reasons = (SyncRecord.objects.filter(status__in=SyncRecord.ACTIONABLE).values_list("reason_code", flat=True)
-               .distinct().order_by("reason_code"))
-    context = {"page": page, "f": f, "reasons": reasons, "workflows": all_workflows(),
-               "teams": SyncRecord.Team.choices, "querystring": request.GET.urlencode()}
-    template = "console/exceptions.html#rows" if htmx_partial(request) else "console/exceptions.html"
+    """The exception queue: held records (and dead letters), filters that compose and live in the URL, facet
+    counts, sortable, paginated; `?view=groups` groups them by error signature."""
+    from . import queue
+
+    params = request.GET.dict()
+    qs = queue.held_queryset(params, request.user)
+    sort = params.get("sort") if params.get("sort") in queue.SORTS else "priority"
+    view = "groups" if params.get("view") == "groups" else "rows"
+    paginator = Paginator(qs.order_by(*queue.SORTS[sort][0]).select_related("source_connection", "assignee"), 50)
+    page = paginator.get_page(request.GET.get("page"))
+    base = request.GET.copy()
+    for k in ("page", "sort", "view"):
+        base.pop(k, None)
+    context = {
+        "page": page, "f": {k: params.get(k, "") for k in queue.FILTER_KEYS}, "sort": sort, "sorts": queue.SORTS,
+        "view": view, "team": queue.effective_team(params, request.user),
+        "facets": queue.facet_counts(qs), "workflows": all_workflows(), "teams": SyncRecord.Team.choices,
+        "groups": queue.groups(qs) if view == "groups" else [],
+        "querystring": request.GET.urlencode(), "filter_qs": base.urlencode(), "ages": list(queue.AGES),
+        "sources": Connection.objects.filter(role="crm").values_list("slug", flat=True),
+        "can_bulk": request.user.has_perm("sync.resubmit_syncrecord"),
+    }
+    template = "console/exceptions.html#results" if htmx_partial(request) else "console/exceptions.html"
     return render(request, template, context)
+
+
+def search(request):
+    """One box, any id: opportunity, account, tax id, any external id, correlation id, or part of a name."""
+    from . import queue
+
+    q = request.GET.get("q", "").strip()
+    results = queue.global_search(q)
+    if len(results) == 1 and request.GET.get("go"):
+        return redirect("console:record", pk=results[0].pk)
+    return render(request, "console/search.html", {"q": q, "results": results})
 
 
 def _record_context(request, record: SyncRecord, form: FixForm | None = None, dry_run=None):
@@ -88,17 +105,55 @@ def _record_context(request, record: SyncRecord, form: FixForm | None = None, dr
                                                              else "current" if i == reached else "todo")}
               for i, s in enumerate(wf.stages)]
     can_raw = request.user.has_perm("sync.view_raw_payload")
+    attempts = list(record.attempt_set.order_by("-started_at", "-id")[:100])
+    audit = list(record.audit.select_related("actor").order_by("-at"))
+    events = list(record.events.order_by("received_at"))
+    timeline = sorted(
+        [{"at": e.received_at, "kind": "callback", "obj": e} for e in events]
+        + [{"at": a.started_at, "kind": "attempt", "obj": a} for a in attempts]
+        + [{"at": a.at, "kind": "human", "obj": a} for a in audit],
+        key=lambda t: t["at"], reverse=True)
+    can_act = desk.can_act(request.user, record)
     return {
         "record": record, "wf": wf, "form": form, "stages": stages, "dry_run": dry_run,
-        "attempts": record.attempt_set.order_by("-started_at", "-id")[:100],
-        "audit": record.audit.select_related("actor").order_by("-at"),
-        "events": record.events.order_by("received_at"),
-        "can_fix": request.user.has_perm("sync.resubmit_syncrecord") and record.status in SyncRecord.ACTIONABLE,
+        "attempts": attempts, "audit": audit, "events": events, "timeline": timeline,
+        "trace": _trace(record),
+        "can_act": can_act,
+        "can_comment": request.user.has_perm("sync.view_syncrecord") and request.user.has_perm(
+            "sync.resubmit_syncrecord"),
+        "team_users": _team_users(record) if can_act else [],
+        "can_fix": can_act and record.status in SyncRecord.ACTIONABLE,
         "can_raw": can_raw,
         "original_json": json.dumps(record.original_payload, indent=2, sort_keys=True) if can_raw else "",
         "current_json": json.dumps(record.current_payload, indent=2, sort_keys=True) if can_raw else "",
         "diff": _diff(record.original_payload, record.current_payload, wf.fix_fields),
     }
+
+
+def _trace(record: SyncRecord) -> dict:
+    """The correlation trace: every record of the same business thread (opportunity → customer → engagement →
+    milestones/time → invoices → payment), and the ids the thread got in each system."""
+    from apps.canonical.models import Customer, Engagement, ExternalId
+
+    related = list(SyncRecord.objects.filter(correlation_id=record.correlation_id).exclude(pk=record.pk)
+                   .only("id", "workflow", "stage", "status", "title", "created_at").order_by("created_at"))
+    ids = []
+    engagement = Engagement.objects.filter(correlation_id=record.correlation_id).select_related("customer").first()
+    if engagement:
+        from django.contrib.contenttypes.models import ContentType
+
+        ct_e, ct_c = ContentType.objects.get_for_model(Engagement), ContentType.objects.get_for_model(Customer)
+        ids = list(ExternalId.objects.filter(Q(content_type=ct_e, object_id=engagement.pk)
+                                             | Q(content_type=ct_c, object_id=engagement.customer_id))
+                   .order_by("system", "object_type"))
+    return {"related": related, "engagement": engagement, "external_ids": ids}
+
+
+def _team_users(record: SyncRecord):
+    from django.contrib.auth.models import User
+
+    return list(User.objects.filter(is_active=True, groups__name__in=[record.owner_team, "integration_admin"])
+                .distinct().order_by("username").only("id", "username", "first_name", "last_name")[:100])
 
 
 def _diff(original: dict, current: dict, paths: list[str]) -> list[dict]:
@@ -111,9 +166,53 @@ def _diff(original: dict, current: dict, paths: list[str]) -> list[dict]:
 
 
 def record_detail(request, pk: int):
-    record = get_object_or_404(SyncRecord.objects.select_related("source_connection"), pk=pk)
+    record = get_object_or_404(SyncRecord.objects.select_related("source_connection", "assignee"), pk=pk)
     template = "console/record.html#status" if htmx_partial(request) else "console/record.html"
     return render(request, template, _record_context(request, record))
+
+
+def record_freshness(request, pk: int):
+    """Polled by an open record page: has someone else changed the record since it was loaded (?v=)?"""
+    record = get_object_or_404(SyncRecord.objects.select_related("assignee"), pk=pk)
+    loaded = int(request.GET.get("v") or 0)
+    last = record.audit.select_related("actor").order_by("-at").first() if record.version != loaded else None
+    return render(request, "console/record.html#freshness", {"record": record, "loaded_version": loaded,
+                                                              "stale": record.version != loaded, "last": last})
+
+
+@require_POST
+def record_desk_action(request, pk: int):
+    """Claim / assign / unassign, comment, priority override. Server-side permission and version checks."""
+    record = get_object_or_404(SyncRecord, pk=pk)
+    action = request.POST.get("action", "")
+    version = request.POST.get("version")
+    version = int(version) if (version or "").isdigit() else None
+    try:
+        if action == "comment":
+            desk.record_comment(record=record, actor=request.user, text=request.POST.get("text", ""))
+            messages.success(request, "Comment added.")
+        elif action in ("claim", "assign", "unassign"):
+            from django.contrib.auth.models import User
+
+            assignee = {"claim": request.user, "unassign": None}.get(action)
+            if action == "assign":
+                assignee = get_object_or_404(User, username=request.POST.get("assignee", ""))
+            desk.record_assign(record=record, actor=request.user, assignee=assignee, expected_version=version)
+            messages.success(request, {"claim": "You own this record now.", "unassign": "Unassigned."}.get(
+                action, f"Assigned to {assignee.get_username() if assignee else ''}."))
+        elif action == "priority":
+            desk.record_set_priority(record=record, actor=request.user, priority=int(request.POST.get("priority") or 0),
+                                     reason=request.POST.get("reason", ""), expected_version=version)
+            messages.success(request, "Priority changed.")
+        else:
+            return HttpResponseBadRequest("unknown action")
+    except desk.NotAllowed as exc:
+        return HttpResponseForbidden(str(exc))
+    except (services.Conflict, ValueError) as exc:
+        messages.error(request, str(exc))
+    if request.htmx:
+        return HttpResponseClientRedirect(f"/records/{record.pk}/")
+    return redirect("console:record", pk=record.pk)
 
 
 @require_POST

@@ -82,6 +82,13 @@ class Batch:
                                   system=role)
         return conn
 
+    def source_connection(self, pk: int) -> Connection:
+        """Fresh once per batch, so a pause takes effect within one drain."""
+        key = f"source:{pk}"
+        if key not in self._by_role:
+            self._by_role[key] = Connection.objects.get(pk=pk)
+        return self._by_role[key]
+
     def reference(self, cls):
         if cls not in self._refs:
             self._refs[cls] = cls.load()
@@ -206,10 +213,22 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
         while True:
             stage = wf.stage(stage_name)
             ctx = StageContext(record, stage_name, batch)
+            paused = _paused_connection(record, stage, batch)
+            if paused is not None:
+                # a paused system makes its records wait, not fail: no attempt is spent
+                _commit(record, token, {
+                    "status": SyncRecord.Status.RETRYING, "lease_token": None, "lease_expires_at": None,
+                    "next_attempt_at": timezone.now() + timedelta(seconds=PAUSE_RECHECK_SECONDS),
+                    "reason_code": "connection_paused", "failed_system": paused.kind,
+                    "message": f"Waiting: {paused.name} is paused"
+                               f"{' (' + paused.paused_reason + ')' if paused.paused_reason else ''}.",
+                    "context": ctx.context, "current_payload": ctx.payload})
+                return "waiting"
             try:
                 stage.run(ctx)
             except Hold as hold:
                 _commit(record, token, _hold_fields(wf, hold.problems, ctx))
+                _notify_source_of_hold(wf, ctx, hold.problems)
                 return "held"
             except DownstreamError as exc:
                 if exc.permanent:
@@ -244,6 +263,35 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
     except LeaseLost:
         log.warning("lease lost on record %s; another worker has it", record.pk)
         return "lost"
+
+
+PAUSE_RECHECK_SECONDS = 30
+
+
+def _paused_connection(record: SyncRecord, stage, batch: Batch) -> Connection | None:
+    if not stage.system_role:
+        return None
+    if stage.system_role == "crm":
+        conn = batch.source_connection(record.source_connection_id)
+    else:
+        try:
+            conn = batch.connection_for_role(stage.system_role)
+        except DownstreamError:
+            return None
+    return conn if conn.paused else None
+
+
+def _notify_source_of_hold(wf, ctx: StageContext, problems: list[Problem]) -> None:
+    """Best effort: tell the source record it is held (e.g. the CRM opportunity shows "held: reason")."""
+    hook = getattr(wf, "on_hold", None)
+    if hook is None or ctx.source.paused:
+        return
+    try:
+        hook(ctx, problems)
+    except DownstreamError as exc:
+        log.info("could not write the hold back to %s for record %s: %s", ctx.source.slug, ctx.record.pk, exc)
+    except Exception:  # never let the notice break the worker
+        log.exception("hold write-back failed for record %s", ctx.record.pk)
 
 
 def _retry_or_hold(wf, record, token, ctx, stage, exc: DownstreamError, batch: Batch) -> str:

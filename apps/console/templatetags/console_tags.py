@@ -37,3 +37,8 @@ def shown(context, record, value):
     for secret in personal_values(record):
         text = text.replace(secret, MASK)
     return text
+
+
+@register.filter
+def split(value: str, sep: str = " ") -> list[str]:
+    return value.split(sep)

@@ -43,6 +43,7 @@ class Workflow:
     priority: Callable  # priority(payload) -> 1..3
     fix_fields: list[str]  # canonical fields a person may set on the fix form
     first_stage_on_restart: str = ""
+    on_hold: Callable | None = None  # on_hold(ctx, problems): tell the source system (best effort)
 
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]

@@ -321,17 +321,32 @@ def stage_crm_writeback(ctx) -> None:
         if ctx.source.kind == "hubspot":
             client.update_deal(ctx.payload["opportunity_id"], {
                 "handoff_erp_customer_id": c["erp_customer_id"], "handoff_psa_project_id": c["psa_project_id"],
-                "handoff_erp_project_id": c["erp_project_id"], "handoff_engagement_code": c["engagement_code"]})
+                "handoff_erp_project_id": c["erp_project_id"], "handoff_engagement_code": c["engagement_code"],
+                "handoff_status": "project created"})
         else:
             client.update_opportunity(ctx.payload["opportunity_id"], {
                 "ERP_Customer_Id__c": c["erp_customer_id"], "PSA_Project_Id__c": c["psa_project_id"],
-                "ERP_Project_Id__c": c["erp_project_id"], "Engagement_Code__c": c["engagement_code"]})
+                "ERP_Project_Id__c": c["erp_project_id"], "Engagement_Code__c": c["engagement_code"],
+                "Handoff_Status__c": "project created"})
     except DownstreamError as exc:
         if exc.permanent:
             raise Hold([Problem("downstream_validation",
                                 f"The CRM refused the write-back of the new ids: {exc.message}.", [], exc.system,
                                 exc.message)])
         raise
+
+
+def on_hold(ctx, problems) -> None:
+    """The CRM opportunity shows that Handoff holds it, and why (so sales sees it without asking)."""
+    opp_id = ctx.payload.get("opportunity_id") or ctx.payload.get("deal_id")
+    if not opp_id:
+        return
+    status = f"held: {problems[0].reason.replace('_', ' ')}"[:255]
+    client = ctx.client_for(ctx.source)
+    if ctx.source.kind == "hubspot":
+        client.update_deal(opp_id, {"handoff_status": status})
+    elif ctx.source.kind == "salesforce":
+        client.update_opportunity(opp_id, {"Handoff_Status__c": status})
 
 
 WORKFLOW = register(Workflow(
@@ -350,6 +365,7 @@ WORKFLOW = register(Workflow(
     priority=priority,
     fix_fields=FIX_FIELDS,
     first_stage_on_restart="validate",
+    on_hold=on_hold,
 ))
 
 

@@ -1,0 +1,164 @@
+"""The exception queue's reads: filters that compose (and live in the URL), facet counts, sorting, grouping by
+error signature, and search by any id. Plain functions over querysets, used by the views, bulk actions and bench.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import connection
+from django.db.models import Count, F, Min, Q, QuerySet, Sum
+from django.db.models.functions import Upper
+from django.utils import timezone
+
+from apps.sync.models import SyncRecord
+
+AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "24h": timedelta(hours=24), "3d": timedelta(days=3),
+        "7d": timedelta(days=7)}
+SORTS = {
+    # key: (order_by, label)
+    "priority": (["priority", F("sla_due_at").asc(nulls_last=True), "held_at", "id"], "Priority, then SLA due"),
+    "sla": ([F("sla_due_at").asc(nulls_last=True), "priority", "id"], "SLA due first"),
+    "age": (["held_at", "id"], "Oldest first"),
+    "-age": (["-held_at", "-id"], "Newest first"),
+    "amount": ([F("amount").desc(nulls_last=True), "id"], "Largest amount first"),
+    "title": (["title", "id"], "Title"),
+}
+FILTER_KEYS = ["workflow", "stage", "reason", "source", "target", "team", "assignee", "priority", "sla", "age",
+               "amount_min", "amount_max", "q", "status", "signature"]
+FACETS = ["reason_code", "workflow", "owner_team", "priority", "sla_state"]
+
+
+@dataclass
+class QueueParams:
+    values: dict
+    user: object = None
+
+    def get(self, key: str) -> str:
+        return (self.values.get(key) or "").strip()
+
+
+def default_team(user) -> str:
+    """PMO and finance ops see their own team's queue by default; admins and viewers see all."""
+    from apps.sync.desk import user_teams
+
+    teams = user_teams(user) if user is not None else set()
+    if "integration_admin" in teams or not teams:
+        return "any"
+    return sorted(teams)[0]
+
+
+def _decimal(value: str):
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(value)
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def search_filter(q: str) -> Q:
+    """Any id (exact, case-free) or part of a title / customer name."""
+    q = q.strip()
+    key = q.upper()[:200]
+    cond = Q(search_keys__contains=[key])
+    if len(q) >= 3:
+        cond |= Q(title_upper__contains=key)
+    return cond
+
+
+def with_title_upper(qs: QuerySet) -> QuerySet:
+    return qs.annotate(title_upper=Upper("title"))
+
+
+def held_queryset(params: dict, user=None) -> QuerySet:
+    """Held records (and dead letters) matching the queue's filters. `params` is the URL query as a dict."""
+    p = QueueParams(params, user)
+    status = p.get("status")
+    qs = SyncRecord.objects.filter(status__in=[status] if status in ("held", "dead") else SyncRecord.ACTIONABLE)
+    simple = {"workflow": "workflow", "stage": "stage", "reason": "reason_code", "target": "target_system",
+              "signature": "error_signature", "sla": "sla_state"}
+    for key, field in simple.items():
+        if v := p.get(key):
+            qs = qs.filter(**{field: v})
+    if v := p.get("source"):
+        qs = qs.filter(source_connection__slug=v)
+    team = p.get("team") or (default_team(user) if user is not None else "any")
+    if team != "any":
+        qs = qs.filter(owner_team=team)
+    assignee = p.get("assignee")
+    if assignee == "me" and user is not None:
+        qs = qs.filter(assignee=user)
+    elif assignee == "unassigned":
+        qs = qs.filter(assignee__isnull=True)
+    elif assignee and assignee not in ("anyone", "me"):
+        qs = qs.filter(assignee__username=assignee)
+    if (v := p.get("priority")) in ("1", "2", "3"):
+        qs = qs.filter(priority=int(v))
+    if (v := p.get("age")) in AGES:
+        qs = qs.filter(held_at__lte=timezone.now() - AGES[v])
+    if (v := _decimal(p.get("amount_min"))) is not None:
+        qs = qs.filter(amount__gte=v)
+    if (v := _decimal(p.get("amount_max"))) is not None:
+        qs = qs.filter(amount__lte=v)
+    if q := p.get("q"):
+        qs = with_title_upper(qs).filter(search_filter(q))
+    return qs
+
+
+def effective_team(params: dict, user) -> str:
+    return (params.get("team") or "").strip() or default_team(user)
+
+
+def sorted_page(qs: QuerySet, sort: str, page: int, per_page: int = 50):
+    order, _ = SORTS.get(sort, SORTS["priority"])
+    rows = list(qs.select_related("source_connection", "assignee").order_by(*order)
+                [(page - 1) * per_page: page * per_page])
+    return rows
+
+
+def facet_counts(qs: QuerySet) -> dict[str, list[tuple[str, int]]]:
+    """Counts per value of every facet, over the filtered rows, in ONE scan (GROUPING SETS)."""
+    inner_sql, params = qs.values(*FACETS).query.sql_with_params()
+    sets = ", ".join(f"({f})" for f in FACETS)
+    sql = (f"SELECT {', '.join(FACETS)}, GROUPING({', '.join(FACETS)}), COUNT(*) FROM ({inner_sql}) AS f "
+           f"GROUP BY GROUPING SETS ({sets})")
+    out: dict[str, list] = {f: [] for f in FACETS}
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        for row in cur.fetchall():
+            *values, grouping, count = row
+            # GROUPING() has one bit per column, set when the column is NOT part of the row's grouping set
+            for i, facet in enumerate(FACETS):
+                if not grouping & (1 << (len(FACETS) - 1 - i)):
+                    out[facet].append((values[i], count))
+    for facet in out:
+        out[facet].sort(key=lambda t: (-t[1], str(t[0])))
+    return out
+
+
+def groups(qs: QuerySet, limit: int = 200) -> list[dict]:
+    """Held records grouped by error signature: count, oldest, amount at stake, a sample message."""
+    rows = (qs.exclude(error_signature="")
+            .values("error_signature", "reason_code", "failed_system", "workflow", "stage")
+            .annotate(n=Count("id"), oldest=Min("held_at"), amount=Sum("amount"),
+                      currencies=Count("currency", distinct=True), currency=Min("currency"),
+                      sample_id=Min("id"))
+            .order_by("-n", "oldest")[:limit])
+    rows = list(rows)
+    samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
+    from apps.sync.desk import normalise_message
+
+    for r in rows:
+        r["message"] = normalise_message(samples.get(r["sample_id"], ""))
+        r["currency"] = r["currency"] if r["currencies"] == 1 else "mixed currencies"
+    return rows
+
+
+def global_search(q: str, limit: int = 50) -> list[SyncRecord]:
+    """Any record, any status, by any id or part of its title — newest first."""
+    if not q.strip():
+        return []
+    qs = with_title_upper(SyncRecord.objects.all()).filter(search_filter(q))
+    return list(qs.select_related("source_connection").order_by("-updated_at", "-id")[:limit])
