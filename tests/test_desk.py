@@ -330,3 +330,24 @@ def test_the_crm_record_shows_held_and_then_project_created(deliverer, alice):
     assert record.priority_reason.startswith("P2: project set-up")
     assert "US01" not in record.search_keys and record.current_payload["account"]["tax_id"].upper() in \
         record.search_keys
+
+
+@pytest.mark.django_db
+def test_integration_admins_can_resubmit_an_edited_raw_payload_and_others_cannot(client, desk_records, alice, carol):
+    import json
+
+    beta = desk_records["Beta audit"]
+    edited = {**beta.current_payload, "legal_entity": "DE01"}
+    data = {"action": "resubmit_raw", "version": beta.version, "payload_json": json.dumps(edited),
+            "reason": "fixed in raw"}
+    client.force_login(alice)
+    assert client.post(f"/records/{beta.pk}/action/", data).status_code == 403
+    client.force_login(carol)
+    assert client.post(f"/records/{beta.pk}/action/", {**data, "payload_json": "{not json"}).status_code == 302
+    beta.refresh_from_db()
+    assert beta.status == "held"
+    assert client.post(f"/records/{beta.pk}/action/", data).status_code == 302
+    beta.refresh_from_db()
+    assert beta.status == "pending" and beta.current_payload["legal_entity"] == "DE01"
+    entry = AuditEntry.objects.get(record=beta)
+    assert entry.after == {"legal_entity": "DE01"} and entry.actor == carol

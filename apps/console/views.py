@@ -222,6 +222,8 @@ def record_action(request, pk: int):
     record = get_object_or_404(SyncRecord.objects.select_related("source_connection"), pk=pk)
     wf = get_workflow(record.workflow)
     action = request.POST.get("action", "dry_run")
+    if action == "resubmit_raw":
+        return _resubmit_raw(request, record)
     form = FixForm(request.POST, record=record, fix_fields=wf.fix_fields)
     if not form.is_valid():
         return render(request, "console/record.html", _record_context(request, record, form), status=400)
@@ -250,6 +252,24 @@ def record_action(request, pk: int):
         messages.error(request, str(exc))
     if request.htmx:
         return HttpResponseClientRedirect(request.path.rsplit("action/", 1)[0])
+    return redirect("console:record", pk=record.pk)
+
+
+def _resubmit_raw(request, record: SyncRecord):
+    try:
+        payload = json.loads(request.POST.get("payload_json", ""))
+        services.record_resubmit_raw(record_id=record.pk, actor=request.user,
+                                     expected_version=int(request.POST.get("version") or 0), payload=payload,
+                                     reason=request.POST.get("reason", ""))
+        messages.success(request, "Resubmitted with the edited payload.")
+    except services.NotAllowed as exc:
+        return HttpResponseForbidden(str(exc))
+    except json.JSONDecodeError as exc:
+        messages.error(request, f"Not resubmitted: the payload is not valid JSON ({exc.msg}, line {exc.lineno}).")
+    except services.StillInvalid as exc:
+        messages.error(request, "Not resubmitted: " + " ".join(p.message for p in exc.problems))
+    except (services.Conflict, services.NotActionable, ValueError) as exc:
+        messages.error(request, str(exc))
     return redirect("console:record", pk=record.pk)
 
 

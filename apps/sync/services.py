@@ -62,7 +62,7 @@ def _done_stages(record: SyncRecord, wf) -> set[str]:
 
 
 def record_resubmit(*, record_id: int, actor, expected_version: int, changes: dict | None = None,
-                    from_start: bool = False, reason: str = "") -> SyncRecord:
+                    from_start: bool = False, reason: str = "", replace_payload: dict | None = None) -> SyncRecord:
     """Apply the fix, check it with the workflow's rules, and send the record back to the workers.
 
     From the failed stage by default; from the start on request. Both are safe: every downstream write is
@@ -71,7 +71,13 @@ def record_resubmit(*, record_id: int, actor, expected_version: int, changes: di
     record = SyncRecord.objects.select_related("source_connection").get(pk=record_id)
     check_can_act(actor, record)
     wf = get_workflow(record.workflow)
-    payload, before, after = apply_changes(record.current_payload, changes or {})
+    if replace_payload is not None:
+        old, new = _flatten(record.current_payload), _flatten(replace_payload)
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        payload, before, after = copy.deepcopy(replace_payload), {k: old.get(k) for k in keys}, \
+            {k: new.get(k) for k in keys}
+    else:
+        payload, before, after = apply_changes(record.current_payload, changes or {})
     if record.stage != "fetch" or record.context.get("fetched"):
         problems = wf.validate(payload, source_kind=record.source_connection.kind)
         if problems:
@@ -119,3 +125,25 @@ def record_ignore(*, record_id: int, actor, expected_version: int, reason: str) 
             raise Conflict("This record was changed by someone else, or is no longer held. Reload it.")
         AuditEntry.objects.create(actor=actor, record_id=record_id, action="ignore", reason=reason.strip())
     return SyncRecord.objects.get(pk=record_id)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def record_resubmit_raw(*, record_id: int, actor, expected_version: int, payload: dict,
+                        reason: str = "") -> SyncRecord:
+    """Integration admins only: replace the whole current payload (raw JSON), then resubmit like a fix."""
+    if not actor.has_perm("sync.view_raw_payload"):
+        raise NotAllowed("Only integration admins may edit raw payloads.")
+    if not isinstance(payload, dict):
+        raise ValueError("The payload must be a JSON object.")
+    return record_resubmit(record_id=record_id, actor=actor, expected_version=expected_version,
+                           replace_payload=payload, reason=reason or "raw payload edited")
