@@ -98,7 +98,7 @@ def record_resubmit(*, record_id: int, actor, expected_version: int, changes: di
              .filter(pk=record.pk, version=expected_version, status__in=SyncRecord.ACTIONABLE)
              .update(current_payload=payload, status=SyncRecord.Status.PENDING, stage=stage, attempts=0,
                      next_attempt_at=now, reason_code="", message="", fault_fields=[], failed_system="",
-                     system_message="", error_signature="", held_at=None, version=F("version") + 1,
+                     system_message="", error_signature="", version=F("version") + 1,
                      updated_at=now))
         if n == 0:
             current = SyncRecord.objects.get(pk=record.pk)
