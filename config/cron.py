@@ -2,7 +2,11 @@
 
 from rq import cron
 
+from apps.sla.jobs import evaluate_sla
 from apps.sync.jobs import sweep
 
 # wake up anything PostgreSQL says is due but no job is working on (lost enqueue, Redis restart, dead worker)
 cron.register(sweep, queue_name="high", interval=10, name="sweeper")
+
+# SLA clocks: due times / states of open records, and one notification per threshold crossed
+cron.register(evaluate_sla, queue_name="default", interval=60, name="sla")

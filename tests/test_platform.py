@@ -61,3 +61,9 @@ def test_no_template_or_static_file_loads_from_a_cdn():
                  if p.is_file() and p.suffix in {".html", ".css"} and pattern.search(p.read_text(errors="ignore"))]
     assert offenders == []
     assert (ROOT / "static/vendor/htmx/htmx.min.js").stat().st_size > 10_000
+
+
+@pytest.mark.django_db
+def test_integration_admins_edit_sla_policies(carol, alice):
+    assert carol.has_perm("sla.change_slapolicy") and carol.has_perm("sla.add_holiday")
+    assert not alice.has_perm("sla.change_slapolicy")

@@ -38,6 +38,7 @@ def customer_find_duplicates(*, name: str, tax_id: str, exclude_pk: int | None =
     if not name or not tax_id:
         return Customer.objects.none()
     qs = Customer.objects.annotate(uname=Upper("name")).filter(uname=name.strip().upper(), tax_id=tax_id.strip())
+    qs = qs.order_by("name", "pk")
     return qs.exclude(pk=exclude_pk) if exclude_pk else qs
 
 

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.canonical",
     "apps.sync",
+    "apps.sla",
     "apps.connectors",
     "apps.sandbox",
     "apps.api",
@@ -145,6 +146,9 @@ HANDOFF_PUBLIC_URL = os.environ.get("HANDOFF_PUBLIC_URL", "http://127.0.0.1:8000
 HANDOFF_CLAIM_BATCH = int(os.environ.get("HANDOFF_CLAIM_BATCH", 50))
 HANDOFF_LEASE_SECONDS = int(os.environ.get("HANDOFF_LEASE_SECONDS", 120))
 HANDOFF_HTTP_TIMEOUT = float(os.environ.get("HANDOFF_HTTP_TIMEOUT", 10))
+# SLA notifications: besides e-mail to the owner team, post a Slack-compatible {"text": …} here (blank: off).
+HANDOFF_SLA_WEBHOOK_URL = os.environ.get("HANDOFF_SLA_WEBHOOK_URL", "")
+HANDOFF_SLA_WEBHOOK_TIMEOUT = float(os.environ.get("HANDOFF_SLA_WEBHOOK_TIMEOUT", 5))
 
 LOGGING = {
     "version": 1,

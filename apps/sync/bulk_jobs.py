@@ -1,0 +1,11 @@
+"""The RQ job of a bulk action: thin, like jobs.py. Its argument is the BulkAction's id only; the action, the
+records and their versions at preview time are in the database."""
+
+from __future__ import annotations
+
+from . import bulk
+
+
+def run_bulk(bulk_id: int) -> dict:
+    """Carry out a confirmed bulk action (queued by bulk.bulk_confirm); progress is kept on the BulkAction."""
+    return bulk.bulk_run(bulk_id)
