@@ -351,3 +351,12 @@ def test_integration_admins_can_resubmit_an_edited_raw_payload_and_others_cannot
     assert beta.status == "pending" and beta.current_payload["legal_entity"] == "DE01"
     entry = AuditEntry.objects.get(record=beta)
     assert entry.after == {"legal_entity": "DE01"} and entry.actor == carol
+
+
+@pytest.mark.django_db
+def test_the_record_page_shows_its_sla_clocks(client, desk_records, alice):
+    beta = desk_records["Beta audit"]
+    client.force_login(alice)
+    html = client.get(f"/records/{beta.pk}/").content.decode()
+    assert 'data-testid="sla-clocks"' in html
+    assert "due " in html

@@ -118,6 +118,7 @@ def _record_context(request, record: SyncRecord, form: FixForm | None = None, dr
         "record": record, "wf": wf, "form": form, "stages": stages, "dry_run": dry_run,
         "attempts": attempts, "audit": audit, "events": events, "timeline": timeline,
         "trace": _trace(record),
+        "sla_clocks": _sla_clocks(record),
         "can_act": can_act,
         "can_comment": request.user.has_perm("sync.view_syncrecord") and request.user.has_perm(
             "sync.resubmit_syncrecord"),
@@ -147,6 +148,15 @@ def _trace(record: SyncRecord) -> dict:
                                              | Q(content_type=ct_c, object_id=engagement.customer_id))
                    .order_by("system", "object_type"))
     return {"related": related, "engagement": engagement, "external_ids": ids}
+
+
+def _sla_clocks(record: SyncRecord):
+    """The SLA clocks running for this record (flow and exception), for the record page."""
+    from apps.sla.services import assess_record
+
+    if record.status not in ("pending", "in_progress", "retrying", "held", "dead"):
+        return []
+    return assess_record(record)
 
 
 def _team_users(record: SyncRecord):
