@@ -126,17 +126,31 @@ def test_a_429_with_retry_after_is_honoured(deliverer):
     assert (second.started_at - first.started_at).total_seconds() >= 1.0
 
 
-def test_a_system_that_stays_down_holds_the_record_after_max_attempts(deliverer):
+def test_a_system_that_stays_down_makes_a_dead_letter_after_max_attempts(deliverer, carol, alice):
+    from apps.sync.models import Connection
+
+    Connection.objects.update(circuit_threshold=100)  # this test is about retries, not the circuit breaker
     inject("kantata", fail_next_count=100, fail_next_status=500)
     deliverer.deliver(make_opportunity(random.Random(7), "good"), via="hubspot")
 
     run_worker()
 
     record = SyncRecord.objects.get()
-    assert record.status == "held"
+    assert record.status == "dead"
+    assert record.owner_team == "integration_admin"
     assert record.reason_code == "downstream_unavailable"
     assert record.stage == "psa_project"
     assert Attempt.objects.filter(record=record, system="kantata").count() == 5
+
+    # the system is back: an integration admin replays the dead letter (a PMO analyst may not)
+    inject("kantata", fail_next_count=0)
+    with pytest.raises(services.NotAllowed):
+        services.record_resubmit(record_id=record.pk, actor=alice, expected_version=record.version)
+    services.record_resubmit(record_id=record.pk, actor=carol, expected_version=record.version, reason="replay")
+    run_worker()
+    record.refresh_from_db()
+    assert record.status == "succeeded"
+    assert sandbox_count("kantata", "workspace") == 1 and sandbox_count("netsuite", "customer") == 1
 
 
 def test_a_held_record_fixed_and_resubmitted_goes_through_once(deliverer, alice):

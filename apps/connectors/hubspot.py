@@ -57,6 +57,16 @@ def verify(connection, *, method: str, uris: list[str], body: bytes, headers, ma
     raise Rejected(401, "bad signature: X-HubSpot-Signature-v3 does not match the body")
 
 
+def _iso_ms(value) -> str:
+    """HubSpot's occurredAt (epoch ms) as a sortable UTC timestamp; "" when absent or invalid."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+
+
 def parse_events(connection, data) -> list[EventSpec]:
     """One EventSpec per webhook event; a closed-won deal stage starts quote-to-project, anything else is ignored."""
     if not isinstance(data, list) or not data:
@@ -79,7 +89,8 @@ def parse_events(connection, data) -> list[EventSpec]:
                     raise Rejected(400, f"event {i}: objectId is missing")
                 spec.workflow = "quote_to_project"
                 spec.source_key = f"deal:{ev['objectId']}"
-                spec.payload = {"deal_id": str(ev["objectId"]), "portal_id": ev.get("portalId")}
+                spec.payload = {"deal_id": str(ev["objectId"]), "portal_id": ev.get("portalId"),
+                                "source_modified_at": _iso_ms(ev.get("occurredAt"))}
                 spec.title = f"HubSpot deal {ev['objectId']}"
             else:
                 spec.ignored = f"deal stage {ev.get('propertyValue')!r} is not closed-won"
@@ -108,6 +119,10 @@ class HubSpotClient(BaseClient):
         r = self.request("GET", f"/crm/v3/objects/companies/{company_id}",
                          params={"properties": ",".join(COMPANY_PROPERTIES)}, summary=f"fetch company {company_id}")
         return r.json()
+
+    def probe(self) -> None:
+        """A cheap authenticated read, used to close an open circuit."""
+        self.request("GET", "/crm/v3/objects/deals", params={"limit": 1}, summary="probe")
 
     def update_deal(self, deal_id: str, properties: dict) -> dict:
         r = self.request("PATCH", f"/crm/v3/objects/deals/{deal_id}", json_body={"properties": properties})

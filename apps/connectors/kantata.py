@@ -32,6 +32,9 @@ class KantataClient(BaseClient):
                 return str(ref["id"])
         return None
 
+    def probe(self) -> None:
+        self.request("GET", "/api/v1/workspaces.json", params={"per_page": 1}, summary="probe")
+
     def create_workspace(self, fields: dict) -> str:
         r = self.request("POST", "/api/v1/workspaces.json", json_body={"workspace": fields},
                          summary=f"create workspace {fields.get('title', '')}")

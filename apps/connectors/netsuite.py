@@ -40,5 +40,8 @@ class NetSuiteClient(BaseClient):
     def upsert_job(self, external_id: str, fields: dict) -> str:
         return self._upsert("job", external_id, fields, f"upsert job eid:{external_id}")
 
+    def probe(self) -> None:
+        self.request("GET", f"{RECORD}/customer", params={"limit": 1}, summary="probe")
+
     def get_customer(self, internal_id: str) -> dict:
         return self.request("GET", f"{RECORD}/customer/{internal_id}").json()

@@ -98,6 +98,8 @@ def parse_notifications(connection, body: bytes) -> list[EventSpec]:
 def canonical_from_sobject(so) -> dict:
     return {
         "opportunity_id": _text(so, "Id"),
+        # orders deliveries of the same opportunity: an older notification never overwrites a newer one
+        "source_modified_at": _text(so, "SystemModstamp") or _text(so, "LastModifiedDate"),
         "opportunity_name": _text(so, "Name"),
         "amount": _text(so, "Amount"),
         "currency": _text(so, "CurrencyIsoCode").upper(),
@@ -151,6 +153,9 @@ class SalesforceClient(BaseClient):
             fields = e.get("fields") or []
             return (e.get("message", ""), fields[0] if fields else "", e.get("errorCode", ""))
         return (response.text[:300], "", "")
+
+    def probe(self) -> None:
+        self.request("GET", f"/services/data/{API_VERSION}/limits", summary="probe")
 
     def update_opportunity(self, opp_id: str, fields: dict) -> None:
         self.request("PATCH", f"/services/data/{API_VERSION}/sobjects/Opportunity/{opp_id}", json_body=fields)

@@ -271,7 +271,8 @@ def connection_pause(request, pk: int):
         c = Connection.objects.select_for_update().get(pk=pk)
         before = _pause_state(c)
         c.paused, c.paused_reason, c.paused_at = True, form.cleaned_data["reason"], timezone.now()
-        c.save(update_fields=["paused", "paused_reason", "paused_at", "updated_at"])
+        c.paused_by = "admin"
+        c.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by", "updated_at"])
         _audit_connection(request, c, "connection_pause", before, _pause_state(c), form.cleaned_data["reason"])
     messages.success(request, f"{connection.name} is paused: records needing it wait until it is resumed.")
     return redirect("console:connections")
@@ -286,8 +287,9 @@ def connection_resume(request, pk: int):
     with transaction.atomic():
         c = Connection.objects.select_for_update().get(pk=pk)
         before = _pause_state(c)
-        c.paused, c.paused_reason, c.paused_at = False, "", None
-        c.save(update_fields=["paused", "paused_reason", "paused_at", "updated_at"])
+        c.paused, c.paused_reason, c.paused_at, c.paused_by, c.consecutive_failures = False, "", None, "", 0
+        c.save(update_fields=["paused", "paused_reason", "paused_at", "paused_by", "consecutive_failures",
+                              "updated_at"])
         _audit_connection(request, c, "connection_resume", before, _pause_state(c), reason)
         # what waited for this system is due again: wake its workers once this commits
         transaction.on_commit(sweeper.sweep)

@@ -66,7 +66,8 @@ class Opportunity:
                 "Account_Country__c": self.country, "Legal_Entity__c": self.legal_entity,
                 "Billing_Terms__c": self.billing_terms, "Contract_Type__c": self.contract_type,
                 "Service_Line__c": self.service_line, "Project_Template__c": "standard",
-                "Start_Date__c": time.strftime("%Y-%m-%d")}
+                "Start_Date__c": time.strftime("%Y-%m-%d"),
+                "SystemModstamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
 
 
 def make_opportunity(rng: random.Random, scenario: str = "good") -> Opportunity:

@@ -61,6 +61,10 @@ def hubspot(request, path: str):
     if not m:
         return error("hubspot", 404, f"Unknown path /{path}")
     otype, oid = m.group(1), m.group(2)
+    if request.method == "GET" and oid is None:  # list (HubSpot pages with `after`; the sandbox returns one page)
+        limit = min(int(request.GET.get("limit", 10) or 10), 100)
+        objs = SandboxObject.objects.filter(system="hubspot", object_type=otype).order_by("pk")[:limit]
+        return json_response({"results": [_hs_object(o, None, []) for o in objs]})
     if request.method == "POST" and oid is None:
         data, err = _body(request)
         if err or not isinstance(data, dict):
@@ -100,6 +104,8 @@ def hubspot(request, path: str):
 def salesforce(request, path: str):
     if (denied := check(request, "salesforce")) is not None:
         return denied
+    if re.fullmatch(r"services/data/v\d+\.\d+/limits/?", path) and request.method == "GET":
+        return json_response({"DailyApiRequests": {"Max": 15000, "Remaining": 14999}})
     m = re.fullmatch(r"services/data/v\d+\.\d+/sobjects/(\w+)(?:/(\w+))?", path)
     if not m:
         return error("salesforce", 404, "The requested resource does not exist", "NOT_FOUND")
@@ -161,6 +167,12 @@ def _netsuite_validate(record_type: str, data: dict) -> tuple[str, str] | None:
 def netsuite(request, path: str):
     if (denied := check(request, "netsuite")) is not None:
         return denied
+    listing = re.fullmatch(r"services/rest/record/v1/(customer|job)/?", path)
+    if listing and request.method == "GET":
+        objs = list(SandboxObject.objects.filter(system="netsuite", object_type=listing.group(1)).order_by("pk")
+                    [:min(int(request.GET.get("limit", 1000) or 1000), 1000)])
+        return json_response({"links": [], "count": len(objs), "hasMore": False, "offset": 0, "totalResults": len(objs),
+                              "items": [{"id": str(o.pk), "links": []} for o in objs]})
     m = re.fullmatch(r"services/rest/record/v1/(customer|job)/(eid:[\w.\-:]+|\d+)", path)
     if not m:
         return error("netsuite", 404, f"Record type or path /{path} is not supported", "NONEXISTENT_ID")

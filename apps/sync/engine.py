@@ -26,6 +26,7 @@ from django.utils import timezone
 from apps.connectors.base import DownstreamError
 from apps.connectors.registry import client_class
 
+from . import circuit
 from .models import Attempt, Connection, SyncRecord, SyncRun
 from .workflows.base import Hold, Problem, get_workflow
 
@@ -246,6 +247,8 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
                                   "handoff", traceback.format_exc()[-3000:])
                 _commit(record, token, _hold_fields(wf, [problem], ctx))
                 return "held"
+            if stage.system_role:
+                circuit.record_success(_stage_connection(record, stage, batch))
             nxt = wf.next_stage(stage_name)
             fields = {"stage": nxt or stage_name, "context": ctx.context, "current_payload": ctx.payload,
                       "attempts": 0, **summary_fields(record, ctx.payload, ctx.context),
@@ -268,17 +271,22 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
 PAUSE_RECHECK_SECONDS = 30
 
 
-def _paused_connection(record: SyncRecord, stage, batch: Batch) -> Connection | None:
+def _stage_connection(record: SyncRecord, stage, batch: Batch) -> Connection | None:
     if not stage.system_role:
         return None
     if stage.system_role == "crm":
-        conn = batch.source_connection(record.source_connection_id)
-    else:
-        try:
-            conn = batch.connection_for_role(stage.system_role)
-        except DownstreamError:
-            return None
-    return conn if conn.paused else None
+        return batch.source_connection(record.source_connection_id)
+    try:
+        return batch.connection_for_role(stage.system_role)
+    except DownstreamError:
+        return None
+
+
+def _paused_connection(record: SyncRecord, stage, batch: Batch) -> Connection | None:
+    conn = _stage_connection(record, stage, batch)
+    if conn is not None and not conn.paused and conn.consecutive_failures >= conn.circuit_threshold:
+        conn.refresh_from_db(fields=["paused", "paused_reason", "paused_at", "paused_by", "consecutive_failures"])
+    return conn if conn is not None and conn.paused else None
 
 
 def _notify_source_of_hold(wf, ctx: StageContext, problems: list[Problem]) -> None:
@@ -301,15 +309,19 @@ def _retry_or_hold(wf, record, token, ctx, stage, exc: DownstreamError, batch: B
             else record.source_connection
     except DownstreamError:
         conn = None
+    if conn is not None:
+        circuit.record_failure(conn, exc.message)
     max_attempts = conn.max_attempts if conn else 5
     if attempts >= max_attempts:
+        # retries exhausted: a dead letter, for an integration admin to replay when the system is back
         problem = Problem("downstream_unavailable",
                           f"{exc.system or 'The system'} stayed unavailable after {attempts} attempts at stage "
-                          f"“{stage.label}”: {exc.message}. Resubmit when it is back.", [], exc.system, exc.message)
+                          f"“{stage.label}”: {exc.message}. Replay it when the system is back.", [], exc.system,
+                          exc.message)
         fields = _hold_fields(wf, [problem], ctx)
-        fields["attempts"] = attempts
+        fields.update(attempts=attempts, status=SyncRecord.Status.DEAD, owner_team="integration_admin")
         _commit(record, token, fields)
-        return "held"
+        return "dead"
     delay = backoff_seconds(conn, attempts, exc.retry_after)
     _commit(record, token, {
         "status": SyncRecord.Status.RETRYING, "attempts": attempts, "lease_token": None, "lease_expires_at": None,

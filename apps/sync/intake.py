@@ -180,8 +180,15 @@ def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) ->
 # ------------------------------------------------------------------ the inbox job
 
 
+def _modified(ev: InboundEvent) -> str:
+    return str((ev.payload or {}).get("source_modified_at") or "")
+
+
 def process_inbox(limit: int = 1000) -> Counter:
-    """Turn received events into sync records (one per source object), in batches, exactly once."""
+    """Turn received events into sync records (one per source object), in batches, exactly once.
+
+    Events for the same source object apply in source order: the newest version (the source's modification
+    time) wins, and an older event never overwrites a record built from newer data."""
     from .workflows.base import get_workflow
 
     total: Counter = Counter()
@@ -192,32 +199,55 @@ def process_inbox(limit: int = 1000) -> Counter:
             if not events:
                 break
             now = timezone.now()
-            new_records = []
+            by_key: dict[tuple, list[InboundEvent]] = {}
             for ev in events:
-                wf = get_workflow(ev.workflow)
-                new_records.append(SyncRecord(
-                    workflow=ev.workflow, stage=wf.stages[0].name, status=SyncRecord.Status.PENDING,
-                    source_connection_id=ev.connection_id, source_key=ev.source_key, title=ev.title,
-                    original_payload=ev.payload, current_payload=ev.payload, priority=wf.priority(ev.payload),
-                    next_attempt_at=now, owner_team=wf.owner_team(""),
-                ))
-            # a second event for the same source object joins the existing record
+                by_key.setdefault((ev.workflow, ev.connection_id, ev.source_key), []).append(ev)
+            existing = {
+                (r.workflow, r.source_connection_id, r.source_key): r
+                for r in SyncRecord.objects.filter(source_key__in={k[2] for k in by_key},
+                                                   source_connection_id__in={k[1] for k in by_key})
+                .only("id", "workflow", "source_connection_id", "source_key", "status", "version", "context",
+                      "priority")
+            }
+            new_records, refreshed = [], []
+            for key, evs in by_key.items():
+                newest = max(evs, key=_modified)
+                wf = get_workflow(key[0])
+                record = existing.get(key)
+                if record is None:
+                    new_records.append(SyncRecord(
+                        workflow=key[0], stage=wf.stages[0].name, status=SyncRecord.Status.PENDING,
+                        source_connection_id=key[1], source_key=key[2], title=newest.title,
+                        original_payload=newest.payload, current_payload=newest.payload,
+                        context={"source_modified_at": _modified(newest)},
+                        priority=wf.priority(newest.payload), next_attempt_at=now, owner_team=wf.owner_team("")))
+                elif (_modified(newest) > str(record.context.get("source_modified_at") or "")
+                      and record.status in ("held", "pending", "retrying") and record.version == 1):
+                    # newer data from the system of record, and nobody has edited the record: start over with it
+                    n = SyncRecord.objects.filter(pk=record.pk, version=1,
+                                                  status__in=["held", "pending", "retrying"]).update(
+                        original_payload=newest.payload, current_payload=newest.payload, title=newest.title,
+                        stage=wf.stages[0].name, status=SyncRecord.Status.PENDING, next_attempt_at=now,
+                        attempts=0, context={"source_modified_at": _modified(newest)}, reason_code="",
+                        message="", fault_fields=[], failed_system="", system_message="", error_signature="",
+                        updated_at=now)
+                    if n:
+                        refreshed.append(record)
+            # a concurrent inbox job may have created the same record: conflicts are ignored, then looked up
             SyncRecord.objects.bulk_create(new_records, ignore_conflicts=True, batch_size=1000)
-            keys = {(ev.workflow, ev.connection_id, ev.source_key) for ev in events}
-            existing = {}
-            for wf_name, conn_id, key, rid in (SyncRecord.objects
-                                               .filter(source_key__in={k[2] for k in keys},
-                                                       source_connection_id__in={k[1] for k in keys})
-                                               .values_list("workflow", "source_connection_id", "source_key", "id")):
-                existing[(wf_name, conn_id, key)] = rid
+            ids = {(r.workflow, r.source_connection_id, r.source_key): r.id
+                   for r in SyncRecord.objects.filter(source_key__in={k[2] for k in by_key},
+                                                      source_connection_id__in={k[1] for k in by_key})
+                   .only("id", "workflow", "source_connection_id", "source_key")}
             for ev in events:
-                ev.record_id = existing[(ev.workflow, ev.connection_id, ev.source_key)]
+                ev.record_id = ids[(ev.workflow, ev.connection_id, ev.source_key)]
                 ev.status = InboundEvent.Status.PROCESSED
                 ev.processed_at = now
             InboundEvent.objects.bulk_update(events, ["record_id", "status", "processed_at"], batch_size=1000)
             total["events"] += len(events)
-            total["records"] += len({e.record_id for e in events})
-            priorities = {r.priority for r in new_records}
+            total["records"] += len(new_records)
+            total["refreshed"] += len(refreshed)
+            priorities = {r.priority for r in new_records} | {r.priority for r in refreshed}
         from .engine import PRIORITY_QUEUE
 
         for p in priorities:

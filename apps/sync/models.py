@@ -44,6 +44,12 @@ class Connection(models.Model):
     paused = models.BooleanField(default=False, help_text="Paused: records needing this system wait (they do not fail)")
     paused_reason = models.CharField(max_length=300, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=16, blank=True, help_text="admin, or circuit (opened by failures)")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    circuit_threshold = models.PositiveSmallIntegerField(
+        default=5, help_text="Consecutive transient failures that open the circuit (pause the connection)")
+    circuit_cooldown_seconds = models.PositiveIntegerField(
+        default=30, help_text="How long an open circuit waits before a probe call may close it")
     max_attempts = models.PositiveSmallIntegerField(default=5, help_text="Transient failures retried this often")
     backoff_base_seconds = models.FloatField(default=2.0)
     backoff_cap_seconds = models.FloatField(default=300.0)

@@ -15,8 +15,13 @@ from .wakeup import enqueue_now
 
 
 def sweep() -> dict:
+    from .circuit import probe_open_circuits
+
     now = timezone.now()
     woken = {}
+    probed = probe_open_circuits(now)
+    if probed:
+        woken["circuits"] = probed
     if InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED).exists():
         woken["inbox"] = enqueue_now("inbox")
     for queue, priorities in QUEUE_PRIORITIES.items():

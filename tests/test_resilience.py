@@ -1,0 +1,101 @@
+"""Circuit breaker per connection, and events for one object applied in source order."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from django.utils import timezone
+
+from apps.connectors.salesforce import build_outbound_message
+from apps.core.demo import SALESFORCE_ORG
+from apps.sandbox.traffic import make_opportunity
+from apps.sync import engine, intake, jobs, sweeper
+from apps.sync.models import Attempt, Connection, SyncRecord
+
+from .conftest import inject, run_worker, sandbox_count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_circuit_opens_after_consecutive_failures_records_wait_and_a_probe_closes_it(deliverer):
+    Connection.objects.filter(kind="kantata").update(circuit_threshold=3, circuit_cooldown_seconds=0,
+                                                     max_attempts=50)
+    inject("kantata", fail_next_count=3, fail_next_status=503)
+    rng = random.Random(31)
+    for _ in range(6):
+        deliverer.deliver(make_opportunity(rng, "good"), via="hubspot")
+    jobs.process_inbox()
+    for _ in range(4):  # retries come due quickly (short backoff in tests)
+        engine.drain("default")
+        SyncRecord.objects.filter(status="retrying").update(next_attempt_at=timezone.now())
+
+    kantata = Connection.objects.get(kind="kantata")
+    assert kantata.paused and kantata.paused_by == "circuit"
+    assert "3 consecutive failures" in kantata.paused_reason
+    waiting = SyncRecord.objects.filter(reason_code="connection_paused")
+    assert waiting.exists()
+    # records that waited spent no attempts on the paused system
+    assert Attempt.objects.filter(system="kantata").count() == 3 + 0
+    assert not SyncRecord.objects.filter(status__in=["held", "dead"]).exists()
+
+    # the sweeper probes the open circuit (cool-down 0): the system answers again, so it closes
+    result = sweeper.sweep()
+    assert result["circuits"] == {"kantata": "closed"}
+    SyncRecord.objects.filter(status="retrying").update(next_attempt_at=timezone.now())
+    run_worker()
+    assert set(SyncRecord.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert sandbox_count("kantata", "workspace") == 6
+    kantata.refresh_from_db()
+    assert not kantata.paused and kantata.consecutive_failures == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_probe_that_still_fails_keeps_the_circuit_open(sandboxes):
+    Connection.objects.filter(kind="netsuite").update(paused=True, paused_by="circuit", circuit_cooldown_seconds=0,
+                                                      paused_at=timezone.now())
+    inject("netsuite", fail_next_count=1, fail_next_status=500)
+    assert sweeper.sweep()["circuits"]["netsuite"].startswith("still failing")
+    assert Connection.objects.get(kind="netsuite").paused
+    # an admin's pause is never closed by a probe
+    Connection.objects.filter(kind="kantata").update(paused=True, paused_by="admin", paused_at=timezone.now())
+    assert "kantata" not in sweeper.sweep().get("circuits", {})
+
+
+def _sf_event(conn, opp_id: str, modstamp: str, legal_entity: str, nid: str) -> bytes:
+    opp = make_opportunity(random.Random(5), "good")
+    fields = opp.as_salesforce(opp_id, "001X")
+    fields.update(SystemModstamp=modstamp, Legal_Entity__c=legal_entity)
+    return build_outbound_message(org_id=SALESFORCE_ORG, notifications=[(nid, fields)])
+
+
+@pytest.mark.django_db
+def test_an_older_event_never_overwrites_newer_data(connections, client):
+    url = "/api/v1/callbacks/salesforce/"
+    newer = _sf_event(connections, "006A", "2026-11-23T10:00:00.000Z", "US01", "04l1")
+    older = _sf_event(connections, "006A", "2026-11-23T09:00:00.000Z", "", "04l2")
+    # delivered out of order, in one batch and across batches
+    client.post(url, newer, content_type="text/xml")
+    client.post(url, older, content_type="text/xml")
+    intake.process_inbox()
+    record = SyncRecord.objects.get()
+    assert record.current_payload["legal_entity"] == "US01"
+    client.post(url, _sf_event(connections, "006A", "2026-11-23T08:00:00.000Z", "", "04l3"),
+                content_type="text/xml")
+    intake.process_inbox()
+    record.refresh_from_db()
+    assert record.current_payload["legal_entity"] == "US01"
+    assert record.context["source_modified_at"] == "2026-11-23T10:00:00.000Z"
+
+
+@pytest.mark.django_db
+def test_a_newer_event_refreshes_a_held_record_nobody_has_edited(connections, client):
+    url = "/api/v1/callbacks/salesforce/"
+    client.post(url, _sf_event(connections, "006B", "2026-11-23T09:00:00.000Z", "", "04l4"), content_type="text/xml")
+    intake.process_inbox()
+    SyncRecord.objects.update(status="held", reason_code="missing_legal_entity")
+    client.post(url, _sf_event(connections, "006B", "2026-11-23T11:00:00.000Z", "UK01", "04l5"),
+                content_type="text/xml")
+    result = intake.process_inbox()
+    record = SyncRecord.objects.get()
+    assert result["refreshed"] == 1
+    assert (record.status, record.reason_code, record.current_payload["legal_entity"]) == ("pending", "", "UK01")
