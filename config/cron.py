@@ -10,3 +10,8 @@ cron.register(sweep, queue_name="high", interval=10, name="sweeper")
 
 # SLA clocks: due times / states of open records, and one notification per threshold crossed
 cron.register(evaluate_sla, queue_name="default", interval=60, name="sla")
+
+from apps.sync.jobs import purge_old  # noqa: E402
+
+# keep the hot tables small: archive old terminal records, drop old attempts / events / runs
+cron.register(purge_old, queue_name="low", interval=3600, name="retention")

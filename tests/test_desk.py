@@ -360,3 +360,22 @@ def test_the_record_page_shows_its_sla_clocks(client, desk_records, alice):
     html = client.get(f"/records/{beta.pk}/").content.decode()
     assert 'data-testid="sla-clocks"' in html
     assert "due " in html
+
+
+@pytest.mark.django_db
+def test_the_home_board_shows_the_backlog_its_drain_eta_and_paused_systems(client, connections, alice):
+    from apps.sync.models import SyncRun
+
+    now = timezone.now()
+    for i in range(30):
+        make_record(connections, status="pending", payload=canonical_payload(deal_id=f"b{i}"))
+    SyncRecord.objects.filter(status="pending").update(next_attempt_at=now - timedelta(seconds=40))
+    SyncRun.objects.create(kind="drain:default", status="completed", started_at=now - timedelta(minutes=2),
+                           completed_at=now - timedelta(minutes=1), counts={"claimed": 300, "succeeded": 300})
+    Connection.objects.filter(kind="kantata").update(paused=True, paused_by="circuit", paused_at=now,
+                                                     paused_reason="circuit open after 5 consecutive failures")
+    client.force_login(alice)
+    html = client.get("/").content.decode()
+    assert 'data-testid="backlog"' in html and "30 waiting" in html
+    assert "drained at 1.0 records/s" in html and 'data-testid="drain-eta">30 s' in html
+    assert "Kantata (sandbox) is paused" in html and "circuit breaker" in html

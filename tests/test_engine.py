@@ -106,3 +106,29 @@ def test_the_inbox_turns_events_into_one_record_per_source_object(connections, d
     # every record is due for a worker and a wake-up was sent
     assert SyncRecord.objects.filter(status="pending", stage="fetch").count() == 3
     assert django_rq.get_queue("default").count == 1
+
+
+def test_retention_archives_old_terminal_records_and_drops_old_rows(connections, alice):
+    from apps.sync import retention
+    from apps.sync.models import Attempt, AuditEntry, SyncRecordArchive, SyncRun
+
+    old = timezone.now() - timedelta(days=200)
+    records = make_records(connections["hubspot"], 4, status="succeeded")
+    held = make_records(connections["salesforce"], 1, status="held")[0]
+    audited = records[3]
+    AuditEntry.objects.create(actor=alice, record=audited, action="comment", reason="keep me")
+    for r in [*records, held]:
+        Attempt.objects.create(record=r, stage="validate", system="netsuite", method="PUT", url="/x", outcome="ok")
+    SyncRecord.objects.update(updated_at=old)
+    Attempt.objects.update(started_at=old)
+    SyncRun.objects.create(kind="drain:default", status="completed")
+    SyncRun.objects.update(created_at=old)
+
+    out = retention.purge()
+
+    assert out["archived"] == 3  # the held one and the audited one stay hot
+    assert set(SyncRecord.objects.values_list("id", flat=True)) == {held.pk, audited.pk}
+    assert set(SyncRecordArchive.objects.values_list("id", flat=True)) == {r.pk for r in records[:3]}
+    assert SyncRecordArchive.objects.get(pk=records[0].pk).data["stage"] == "validate"
+    assert Attempt.objects.filter(record=held).count() == 1  # a held record keeps its history
+    assert not SyncRun.objects.exists()

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.sync import desk, services
+from apps.sync.selectors import backlog
 from apps.sync.models import Connection, InboundEvent, SyncRecord, SyncRun
 from apps.sync.workflows.base import all_workflows, get_workflow
 from apps.sync.workflows.quote_to_project import get_path
@@ -46,6 +47,7 @@ def home(request):
         "board": board, "columns": STATUS_COLUMNS, "reasons": reasons, "events": events,
         "column_labels": [SyncRecord.Status(s).label for s in STATUS_COLUMNS],
         "runs": SyncRun.objects.order_by("-created_at")[:8], "now": timezone.now(),
+        "backlog": backlog(),
         "my_team_held": SyncRecord.objects.filter(status__in=SyncRecord.ACTIONABLE,
                                                   owner_team__in=_user_teams(request.user)).count(),
     }

@@ -56,3 +56,9 @@ def drain_records(queue_name: str = "default") -> dict:
 
 def sweep() -> dict:
     return sweeper.sweep()
+
+
+def purge_old() -> dict:
+    from . import retention
+
+    return dict(run_logged("retention", lambda run: retention.purge()))

@@ -306,6 +306,29 @@ class BulkAction(models.Model):
         ordering = ["-created_at"]
 
 
+class SyncRecordArchive(models.Model):
+    """Terminal records moved out of the hot table after the retention period (see retention.py): the hot
+    table stays the size of the recent work, whatever the history."""
+
+    id = models.BigIntegerField(primary_key=True)
+    workflow = models.CharField(max_length=40)
+    status = models.CharField(max_length=16)
+    source_connection_id = models.BigIntegerField()
+    source_key = models.CharField(max_length=200)
+    correlation_id = models.UUIDField(db_index=True)
+    title = models.CharField(max_length=300, blank=True)
+    amount = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    search_keys = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    data = models.JSONField(default=dict, help_text="Payloads and context as they were")
+    archived_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [GinIndex(fields=["search_keys"], name="syncarchive_search_keys")]
+
+
 class AuditEntry(models.Model):
     """An append-only trail of every human action on a record: who, what, before/after, why."""
 
