@@ -127,8 +127,8 @@ def _record_context(request, record: SyncRecord, form: FixForm | None = None, dr
         "team_users": _team_users(record) if can_act else [],
         "can_fix": can_act and record.status in SyncRecord.ACTIONABLE,
         "can_raw": can_raw,
-        "original_json": json.dumps(record.original_payload, indent=2, sort_keys=True) if can_raw else "",
-        "current_json": json.dumps(record.current_payload, indent=2, sort_keys=True) if can_raw else "",
+        "original_json": json.dumps(record.original_payload, indent=2, sort_keys=True, ensure_ascii=False) if can_raw else "",
+        "current_json": json.dumps(record.current_payload, indent=2, sort_keys=True, ensure_ascii=False) if can_raw else "",
         "diff": _diff(record.original_payload, record.current_payload, wf.fix_fields),
     }
 
