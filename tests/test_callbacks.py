@@ -120,7 +120,8 @@ def test_it_accepts_a_validly_signed_hubspot_webhook_and_stores_the_event_once(c
     assert event.deliveries == 1
     assert event.workflow == "quote_to_project"
     assert event.source_key == "deal:123"
-    assert event.payload == {"deal_id": "123", "portal_id": 62515}
+    assert {k: event.payload[k] for k in ("deal_id", "portal_id")} == {"deal_id": "123", "portal_id": 62515}
+    assert event.payload["source_modified_at"].endswith("Z")  # occurredAt, for ordering
     assert event.headers["X-HubSpot-Signature-v3"]
     assert SyncRecord.objects.count() == 0  # records are made by the inbox job, not while the sender waits
 
@@ -835,7 +836,8 @@ def test_processing_the_inbox_creates_one_record_per_deal(client, connections):
     assert record.workflow == "quote_to_project"
     assert record.status == SyncRecord.Status.PENDING
     assert record.source_connection == connections["hubspot"]
-    assert record.original_payload == {"deal_id": "500", "portal_id": 62515}
+    assert {k: record.original_payload[k] for k in ("deal_id", "portal_id")} == {"deal_id": "500",
+                                                                                  "portal_id": 62515}
     assert set(record.events.values_list("event_id", flat=True)) == {"1", "2"}
     assert set(InboundEvent.objects.values_list("status", flat=True)) == {"processed"}
     assert not InboundEvent.objects.filter(record__isnull=True).exists()
@@ -849,7 +851,7 @@ def test_processing_the_inbox_twice_creates_nothing_new(client, connections):
 
     counts = process_inbox()
 
-    assert counts["events"] == 1 and counts["records"] == 1
+    assert counts["events"] == 1 and counts["records"] == 0  # "records" counts new records: it joined the old one
     record = SyncRecord.objects.get()
     assert InboundEvent.objects.get(event_id="1").deliveries == 2
     assert set(record.events.values_list("event_id", flat=True)) == {"1", "9"}
