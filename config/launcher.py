@@ -83,7 +83,8 @@ class EmbeddedPostgres:
                       "--no-sync")
         status = self._run("pg_ctl", "-D", str(self.data), "status", check=False)
         if status.returncode != 0:
-            opts = f"-h 127.0.0.1 -p {self.port} -k {self.data} -c max_connections=200"
+            opts = (f"-h 127.0.0.1 -p {self.port} -k {self.data} -c max_connections=200 -c shared_buffers=256MB "
+                    f"-c work_mem=16MB -c effective_cache_size=2GB")
             if not self.durable:  # test data is thrown away: trade durability for speed
                 opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             if port_open(self.port):

@@ -8,7 +8,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db.models.functions import Upper
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class Connection(models.Model):
@@ -238,6 +238,18 @@ class SyncRecord(models.Model):
             models.Index(fields=["sla_state", "status"], name="syncrecord_sla"),
             models.Index(fields=["status", "amount"], name="syncrecord_amount"),
             models.Index(fields=["target_system", "status"], name="syncrecord_target"),
+            # the exception queue reads only held/dead rows: partial indexes in its sort order (LIMIT 50 stops
+            # early instead of sorting the whole queue), per team and overall, and covering indexes so the facet
+            # counts and the grouped view are index-only scans
+            models.Index(F("priority"), F("sla_due_at").asc(nulls_last=True), F("held_at"), F("id"),
+                         condition=Q(status__in=["held", "dead"]), name="desk_order"),
+            models.Index(F("owner_team"), F("priority"), F("sla_due_at").asc(nulls_last=True), F("held_at"),
+                         F("id"), condition=Q(status__in=["held", "dead"]), name="desk_team_order"),
+            models.Index(fields=["owner_team", "reason_code", "workflow", "priority", "sla_state"],
+                         condition=Q(status__in=["held", "dead"]), name="desk_facets"),
+            models.Index(fields=["error_signature", "reason_code", "failed_system", "workflow", "stage"],
+                         include=["held_at", "amount", "currency", "owner_team", "id"],
+                         condition=Q(status__in=["held", "dead"]), name="desk_groups"),
             # "find any record by any id": exact match on any key
             GinIndex(fields=["search_keys"], name="syncrecord_search_keys"),
             # …and by (part of) its title / customer name
