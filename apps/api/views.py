@@ -28,6 +28,48 @@ class CallbackErrorSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="Why the callback was refused")
 
 
+# what each refusal means (HubSpot: JSON {"error": …}; Salesforce: a SOAP fault with the same reason, text/xml)
+CALLBACK_REFUSALS = {
+    400: "Malformed body (JSON/XML), or not an event the system sends",
+    401: "Missing, bad or stale signature (HubSpot), or wrong org id (Salesforce)",
+    403: "The connection is disabled",
+    404: "Unknown connection, or one that receives no callbacks",
+    413: "Body over HANDOFF_MAX_CALLBACK_BYTES",
+    415: "Wrong content type (HubSpot: application/json; Salesforce: text/xml)",
+}
+SALESFORCE_OUTBOUND_EXAMPLE = (
+    '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+    ' xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+    '<soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
+    "<OrganizationId>00D5g000004SbxQEAS</OrganizationId><ActionId>04k000000000001</ActionId>"
+    '<SessionId xsi:nil="true"/><Notification><Id>04l5g00000ABCDEAA2</Id>'
+    '<sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">'
+    "<sf:Id>0065g00000ABCDEAA2</sf:Id><sf:Name>Northwind Traders - Data platform</sf:Name>"
+    "<sf:StageName>Closed Won</sf:StageName><sf:IsWon>true</sf:IsWon><sf:Amount>120000.00</sf:Amount>"
+    "<sf:CurrencyIsoCode>USD</sf:CurrencyIsoCode><sf:AccountId>0015g00000ABCDEAA2</sf:AccountId>"
+    "<sf:Account_Name__c>Northwind Traders</sf:Account_Name__c><sf:Legal_Entity__c>US01</sf:Legal_Entity__c>"
+    "<sf:Billing_Terms__c>NET30</sf:Billing_Terms__c></sObject></Notification></notifications>"
+    "</soapenv:Body></soapenv:Envelope>")
+SALESFORCE_ACK_EXAMPLE = (
+    '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+    '<soapenv:Body><notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
+    "</notificationsResponse></soapenv:Body></soapenv:Envelope>")
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="Why the request was refused (DRF's error body)")
+
+
+# what the read API answers besides 200: not logged in / wrong credentials (403 with session auth first, 401 when
+# a challenge can be sent), unknown record or page
+READ_ERRORS = {
+    400: OpenApiResponse(ApiErrorSerializer, description="A filter value Handoff cannot use (e.g. a NUL byte)"),
+    401: OpenApiResponse(ApiErrorSerializer, description="Not authenticated"),
+    403: OpenApiResponse(ApiErrorSerializer, description="Not authenticated, wrong credentials, or no permission"),
+    404: OpenApiResponse(ApiErrorSerializer, description="No such record, or a page past the last one"),
+}
+
+
 class CallbackAcceptedSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="New events stored for processing")
     duplicates = serializers.IntegerField(help_text="Events already received before (not processed again)")
@@ -62,16 +104,28 @@ class CallbackView(APIView):
             OpenApiParameter("X-HubSpot-Request-Timestamp", str, OpenApiParameter.HEADER, required=False),
         ],
         responses={
-            200: OpenApiResponse(CallbackAcceptedSerializer, description="All events already known or ignored; "
-                                 "Salesforce: SOAP Ack"),
-            202: OpenApiResponse(CallbackAcceptedSerializer, description="New events stored"),
-            400: CallbackErrorSerializer, 401: CallbackErrorSerializer, 403: CallbackErrorSerializer,
-            404: CallbackErrorSerializer, 413: CallbackErrorSerializer, 415: CallbackErrorSerializer,
+            # HubSpot is answered in JSON; Salesforce in SOAP (the Ack, or a SOAP fault naming the reason)
+            (200, "application/json"): OpenApiResponse(
+                CallbackAcceptedSerializer, description="All events already known or ignored (HubSpot); the SOAP "
+                "Ack for every Outbound Message taken in, new, redelivered or ignored (Salesforce, text/xml)"),
+            (200, "text/xml"): OpenApiResponse(OpenApiTypes.STR, examples=[OpenApiExample(
+                "Salesforce Ack", response_only=True, media_type="text/xml", status_codes=[200],
+                value=SALESFORCE_ACK_EXAMPLE)]),
+            (202, "application/json"): OpenApiResponse(CallbackAcceptedSerializer, description="New events stored"),
+            **{(code, media): OpenApiResponse(
+                CallbackErrorSerializer if media == "application/json" else OpenApiTypes.STR, description=text)
+               for code, text in CALLBACK_REFUSALS.items() for media in ("application/json", "text/xml")},
+            (404, "text/html"): OpenApiResponse(
+                OpenApiTypes.STR, description="The path matches no route (e.g. a connection name with a slash)"),
         },
-        examples=[OpenApiExample("HubSpot deal closed-won", request_only=True, value=[{
-            "eventId": 1001, "subscriptionId": 7, "portalId": 62515, "appId": 1, "occurredAt": 1763900000000,
-            "subscriptionType": "deal.propertyChange", "attemptNumber": 0, "objectId": 123,
-            "propertyName": "dealstage", "propertyValue": "closedwon", "changeSource": "CRM"}])],
+        examples=[
+            OpenApiExample("HubSpot deal closed-won", request_only=True, media_type="application/json", value=[{
+                "eventId": 1001, "subscriptionId": 7, "portalId": 62515, "appId": 1, "occurredAt": 1763900000000,
+                "subscriptionType": "deal.propertyChange", "attemptNumber": 0, "objectId": 123,
+                "propertyName": "dealstage", "propertyValue": "closedwon", "changeSource": "CRM"}]),
+            OpenApiExample("Salesforce Outbound Message, opportunity closed-won", request_only=True,
+                           media_type="text/xml", value=SALESFORCE_OUTBOUND_EXAMPLE),
+        ],
         tags=["callbacks"],
     )
     def post(self, request, connection: str):
@@ -120,6 +174,16 @@ class RecordSerializer(serializers.ModelSerializer):
         return data
 
 
+def clean_filter(params, name: str) -> str:
+    """A filter value from the query string; a NUL byte (which PostgreSQL cannot hold) is a 400, not a 500."""
+    from rest_framework.exceptions import ValidationError
+
+    value = params.get(name) or ""
+    if "\x00" in value:
+        raise ValidationError({"detail": f"the {name} filter contains a NUL byte"})
+    return value
+
+
 class RecordList(generics.ListAPIView):
     """Sync records, newest first; filter with ?status=held&workflow=quote_to_project&reason_code=…"""
 
@@ -127,14 +191,14 @@ class RecordList(generics.ListAPIView):
 
     @extend_schema(tags=["records"], parameters=[
         OpenApiParameter("status", str), OpenApiParameter("workflow", str), OpenApiParameter("reason_code", str),
-        OpenApiParameter("owner_team", str)])
+        OpenApiParameter("owner_team", str)], responses={200: RecordSerializer(many=True), **READ_ERRORS})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         qs = SyncRecord.objects.select_related("source_connection").order_by("-created_at", "-id")
         for f in ("status", "workflow", "reason_code", "owner_team", "stage"):
-            if v := self.request.query_params.get(f):
+            if v := clean_filter(self.request.query_params, f):
                 qs = qs.filter(**{f: v})
         return qs
 
@@ -143,7 +207,9 @@ class RecordDetail(generics.RetrieveAPIView):
     serializer_class = RecordSerializer
     queryset = SyncRecord.objects.select_related("source_connection")
 
-    @extend_schema(tags=["records"])
+    @extend_schema(tags=["records"], responses={
+        200: RecordSerializer, **READ_ERRORS,
+        (404, "text/html"): OpenApiResponse(OpenApiTypes.STR, description="The id is not a number (no route)")})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -160,12 +226,13 @@ class EventList(generics.ListAPIView):
 
     serializer_class = EventSerializer
 
-    @extend_schema(tags=["events"], parameters=[OpenApiParameter("status", str)])
+    @extend_schema(tags=["events"], parameters=[OpenApiParameter("status", str)],
+                   responses={200: EventSerializer(many=True), **READ_ERRORS})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         qs = InboundEvent.objects.order_by("-received_at", "-id")
-        if v := self.request.query_params.get("status"):
+        if v := clean_filter(self.request.query_params, "status"):
             qs = qs.filter(status=v)
         return qs

@@ -8,6 +8,7 @@ for a person, carrying the system's own message and the field it named.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import requests
 from django.conf import settings
 
 _local = threading.local()
+log = logging.getLogger("handoff.http")
 
 
 def http_session() -> requests.Session:
@@ -107,9 +109,13 @@ class BaseClient:
         except requests.RequestException as exc:
             ms = int((time.monotonic() - t0) * 1000)
             kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+            log.info("%s %s %s: %s after %d ms", self.system, method, path, kind, ms, extra={
+                "system": self.system, "http_method": method, "path": path, "status": None, "duration_ms": ms})
             self.recorder.finish(handle, status=None, excerpt=str(exc)[:500], duration_ms=ms, outcome="transient")
             raise DownstreamError(f"{self.connection.name} {kind}", permanent=False, system=self.system) from exc
         ms = int((time.monotonic() - t0) * 1000)
+        log.info("%s %s %s -> %s in %d ms", self.system, method, path, resp.status_code, ms, extra={
+            "system": self.system, "http_method": method, "path": path, "status": resp.status_code, "duration_ms": ms})
         excerpt = resp.text[:1000]
         if resp.status_code in self.ok_statuses or (not_found_ok and resp.status_code == 404):
             self.recorder.finish(handle, status=resp.status_code, excerpt=excerpt, duration_ms=ms, outcome="ok")

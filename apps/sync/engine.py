@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from apps.connectors.base import DownstreamError
 from apps.connectors.registry import client_class
+from apps.core.logging import log_context
 
 from . import circuit
 from .models import Attempt, Connection, SyncRecord, SyncRun
@@ -206,11 +207,24 @@ def backoff_seconds(connection: Connection | None, attempt: int, retry_after: fl
     return max(delay, retry_after or 0.0)
 
 
+def _renew_lease(record: SyncRecord, token: uuid.UUID) -> None:
+    """Extend our lease before working the record, if it is still ours.
+
+    The lease was taken when the batch was claimed; a record waits its turn in the batch, and if its lease expired
+    meanwhile another worker may have claimed it. Calling anyone for it then would run its stage twice at once
+    (two Kantata searches that find nothing, then two workspaces): stop here instead."""
+    n = SyncRecord.objects.filter(pk=record.pk, lease_token=token).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.HANDOFF_LEASE_SECONDS))
+    if n == 0:
+        raise LeaseLost(record.pk)
+
+
 def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
     """Run the record's stages from where it stands. Returns succeeded / held / retrying / lost."""
     wf = get_workflow(record.workflow)
     stage_name = record.stage
     try:
+        _renew_lease(record, token)
         while True:
             stage = wf.stage(stage_name)
             ctx = StageContext(record, stage_name, batch)
@@ -352,7 +366,9 @@ def drain(queue_name: str = "default", *, max_seconds: float = 30.0, run: SyncRu
         if len(records) == batch_size:
             wake(f"records:{queue_name}")  # more work is likely waiting: let another worker help
         for record in records:
-            counts[process_record(record, token, batch)] += 1
+            with log_context(correlation_id=str(record.correlation_id), record_id=record.pk,
+                             connection=record.source_connection.slug):
+                counts[process_record(record, token, batch)] += 1
         if time.monotonic() > deadline:
             wake(f"records:{queue_name}")
             break

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from apps.connectors import hubspot, salesforce
 from apps.connectors.inbound import EventSpec, Rejected
+from apps.core.logging import log_context
 
 from .models import Connection, InboundEvent, SyncRecord
 from .wakeup import wake
@@ -148,6 +149,11 @@ def store_events(conn: Connection, specs: list[EventSpec], headers, status_code:
 
 def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) -> Reply:
     """Handle one callback request. Never raises for bad input: every refusal is a 4xx Reply and a stored row."""
+    with log_context(connection=_pg_text(slug[:50])):
+        return _receive(slug=slug, method=method, uris=uris, body=body, headers=headers)
+
+
+def _receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) -> Reply:
     conn = find_connection(slug)
     if conn is None:
         return record_rejection(slug=slug, conn=None, status=404, reason=f"unknown connection {slug[:50]!r}",

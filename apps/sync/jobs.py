@@ -6,6 +6,7 @@ import logging
 import traceback
 from collections import Counter
 
+from django.db import connections
 from django.utils import timezone
 
 from . import engine, intake, sweeper, wakeup
@@ -24,7 +25,17 @@ def _current_job_id() -> str:
         return ""
 
 
+def drop_dead_connections() -> None:
+    """A worker process lives across jobs: drop a database connection PostgreSQL killed (restart, failover) or that
+    is too old, as Django does around each request — else every later job of this worker fails on the dead
+    connection ("the connection is closed") until the process is restarted. Never inside a transaction."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
+
+
 def run_logged(kind: str, fn) -> Counter:
+    drop_dead_connections()
     run = SyncRun.objects.create(kind=kind, status=SyncRun.Status.RUNNING, started_at=timezone.now(),
                                  rq_job_id=_current_job_id())
     try:
@@ -55,6 +66,7 @@ def drain_records(queue_name: str = "default") -> dict:
 
 
 def sweep() -> dict:
+    drop_dead_connections()
     return sweeper.sweep()
 
 

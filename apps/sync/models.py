@@ -5,7 +5,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.db.models.functions import Upper
 from django.db import models
 from django.db.models import F, Q
@@ -284,7 +284,12 @@ class Attempt(models.Model):
 
     class Meta:
         ordering = ["started_at", "id"]
-        indexes = [models.Index(fields=["record", "started_at"], name="attempt_record")]
+        indexes = [
+            models.Index(fields=["record", "started_at"], name="attempt_record"),
+            # connection health and /metrics read the last hour per system; rows arrive in time order (BRIN)
+            models.Index(fields=["system", "outcome", "started_at"], name="attempt_system"),
+            BrinIndex(fields=["started_at"], name="attempt_started_brin"),
+        ]
 
 
 class BulkAction(models.Model):

@@ -117,7 +117,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "apps.api.authentication.SafeBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -150,11 +150,21 @@ HANDOFF_HTTP_TIMEOUT = float(os.environ.get("HANDOFF_HTTP_TIMEOUT", 10))
 HANDOFF_SLA_WEBHOOK_URL = os.environ.get("HANDOFF_SLA_WEBHOOK_URL", "")
 HANDOFF_SLA_WEBHOOK_TIMEOUT = float(os.environ.get("HANDOFF_SLA_WEBHOOK_TIMEOUT", 5))
 
+# Prometheus scrapes /metrics with `Authorization: Bearer <token>`; several tokens (comma-separated) are accepted
+# while one is being rotated. Unset: only staff users with a session may read the metrics.
+HANDOFF_METRICS_TOKEN = os.environ.get("HANDOFF_METRICS_TOKEN", "")
+# Rotating SECRET_KEY: put the old key here for a while, so sessions and signed values stay valid (Django docs).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
+
+# Logs: one JSON object per line (LOG_FORMAT=json, the default unless DEBUG) or readable lines (LOG_FORMAT=plain),
+# both carrying the correlation id / record id / RQ job id of the work being done (apps/core/logging.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"default": {"()": "apps.core.logging.make_formatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "default"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # RQ's worker lines ("Job OK", …) reach the root handler too: RQ adds its own only when none is configured
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
