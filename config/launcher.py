@@ -189,8 +189,15 @@ def cmd_run(argv: list[str]) -> int:
         manage("demo_setup")
         procs = ["web", "worker", "scheduler", "sandbox", "traffic"]
         say(f"starting {', '.join(procs)} (Ctrl-C stops everything)")
-        return subprocess.call([str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile", *procs],
-                               cwd=ROOT)
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile", *procs],
+                                cwd=ROOT)
+
+        def stop(signum, frame):  # honcho stops every process it started; we then stop the engines
+            proc.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
