@@ -5,10 +5,12 @@ error signature, and search by any id. Plain functions over querysets, used by t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+
+from django.core.paginator import Paginator
 from datetime import timedelta
 
-from django.db import connection
-from django.db.models import Count, F, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Upper
 from django.utils import timezone
 
@@ -28,6 +30,18 @@ SORTS = {
 FILTER_KEYS = ["workflow", "stage", "reason", "source", "target", "team", "assignee", "priority", "sla", "age",
                "amount_min", "amount_max", "q", "status", "signature"]
 FACETS = ["reason_code", "workflow", "owner_team", "priority", "sla_state"]
+
+
+class CountedPaginator(Paginator):
+    """A paginator told the row count (the facet query already has it) instead of running COUNT(*) again."""
+
+    def __init__(self, object_list, per_page, *, count: int):
+        super().__init__(object_list, per_page)
+        self._known_count = count
+
+    @cached_property
+    def count(self) -> int:
+        return self._known_count
 
 
 @dataclass
@@ -119,23 +133,13 @@ def sorted_page(qs: QuerySet, sort: str, page: int, per_page: int = 50):
 
 
 def facet_counts(qs: QuerySet) -> dict[str, list[tuple[str, int]]]:
-    """Counts per value of every facet, over the filtered rows, in ONE scan (GROUPING SETS)."""
-    inner_sql, params = qs.values(*FACETS).query.sql_with_params()
-    sets = ", ".join(f"({f})" for f in FACETS)
-    sql = (f"SELECT {', '.join(FACETS)}, GROUPING({', '.join(FACETS)}), COUNT(*) FROM ({inner_sql}) AS f "
-           f"GROUP BY GROUPING SETS ({sets})")
-    out: dict[str, list] = {f: [] for f in FACETS}
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        for row in cur.fetchall():
-            *values, grouping, count = row
-            # GROUPING() has one bit per column, set when the column is NOT part of the row's grouping set
-            for i, facet in enumerate(FACETS):
-                if not grouping & (1 << (len(FACETS) - 1 - i)):
-                    out[facet].append((values[i], count))
-    for facet in out:
-        out[facet].sort(key=lambda t: (-t[1], str(t[0])))
-    return out
+    """Counts per value of every facet over the filtered rows, in ONE grouped query (index-only on desk_facets:
+    no ordering, and COUNT(*) rather than COUNT(id), which would need the table)."""
+    out: dict[str, dict] = {f: {} for f in FACETS}
+    for row in qs.order_by().values(*FACETS).annotate(n=Count("*")):
+        for f in FACETS:
+            out[f][row[f]] = out[f].get(row[f], 0) + row["n"]
+    return {f: sorted(d.items(), key=lambda t: (-t[1], str(t[0]))) for f, d in out.items()}
 
 
 def groups(qs: QuerySet, limit: int = 200) -> list[dict]:
@@ -143,8 +147,7 @@ def groups(qs: QuerySet, limit: int = 200) -> list[dict]:
     rows = (qs.exclude(error_signature="")
             .values("error_signature", "reason_code", "failed_system", "workflow", "stage")
             .annotate(n=Count("id"), oldest=Min("held_at"), amount=Sum("amount"),
-                      currencies=Count("currency", distinct=True), currency=Min("currency"),
-                      sample_id=Min("id"))
+                      currency_min=Min("currency"), currency_max=Max("currency"), sample_id=Min("id"))
             .order_by("-n", "oldest")[:limit])
     rows = list(rows)
     samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
@@ -152,7 +155,7 @@ def groups(qs: QuerySet, limit: int = 200) -> list[dict]:
 
     for r in rows:
         r["message"] = normalise_message(samples.get(r["sample_id"], ""))
-        r["currency"] = r["currency"] if r["currencies"] == 1 else "mixed currencies"
+        r["currency"] = r["currency_min"] if r["currency_min"] == r["currency_max"] else "mixed currencies"
     return rows
 
 

@@ -69,11 +69,16 @@ def exceptions(request):
     qs = queue.held_queryset(params, request.user)
     sort = params.get("sort") if params.get("sort") in queue.SORTS else "priority"
     view = "groups" if params.get("view") == "groups" else "rows"
+    facets = queue.facet_counts(qs)
+    total = sum(n for _, n in facets["priority"])  # the facets already counted the rows: no COUNT(*) again
     # paginate ids (an index-only scan, cheap even on a deep page), then load just the page's rows
-    paginator = Paginator(qs.order_by(*queue.SORTS[sort][0]).values_list("id", flat=True), 50)
+    paginator = queue.CountedPaginator(qs.order_by(*queue.SORTS[sort][0]).values_list("id", flat=True), 50,
+                                       count=total)
     page = paginator.get_page(request.GET.get("page"))
-    by_id = SyncRecord.objects.select_related("source_connection", "assignee").in_bulk(list(page.object_list))
-    rows = [by_id[i] for i in page.object_list if i in by_id]
+    rows = []
+    if view == "rows":  # the grouped view shows groups, not rows
+        by_id = SyncRecord.objects.select_related("source_connection", "assignee").in_bulk(list(page.object_list))
+        rows = [by_id[i] for i in page.object_list if i in by_id]
     base = request.GET.copy()
     for k in ("page", "sort", "view"):
         base.pop(k, None)
@@ -81,7 +86,7 @@ def exceptions(request):
         "page": page, "rows": rows, "f": {k: params.get(k, "") for k in queue.FILTER_KEYS}, "sort": sort,
         "sorts": queue.SORTS,
         "view": view, "team": queue.effective_team(params, request.user),
-        "facets": queue.facet_counts(qs), "workflows": all_workflows(), "teams": SyncRecord.Team.choices,
+        "facets": facets, "workflows": all_workflows(), "teams": SyncRecord.Team.choices,
         "groups": queue.groups(qs) if view == "groups" else [],
         "querystring": request.GET.urlencode(), "filter_qs": base.urlencode(), "ages": list(queue.AGES),
         "sources": Connection.objects.filter(role="crm").values_list("slug", flat=True),
