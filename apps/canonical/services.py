@@ -19,10 +19,12 @@ def external_id_get(*, obj: models.Model, system: str, object_type: str) -> str 
 def external_id_link(*, obj: models.Model, system: str, object_type: str, external_id: str) -> ExternalId:
     """Link obj to its id in an external system. Idempotent; linking is allowed for any system (it writes no field)."""
     ct = ContentType.objects.get_for_model(obj)
-    link, _ = ExternalId.objects.update_or_create(
-        content_type=ct, object_id=obj.pk, system=system, object_type=object_type,
-        defaults={"external_id": str(external_id)},
-    )
+    # one INSERT … ON CONFLICT DO UPDATE instead of update_or_create's select + insert/update (+ savepoints)
+    [link] = ExternalId.objects.bulk_create(
+        [ExternalId(content_type=ct, object_id=obj.pk, system=system, object_type=object_type,
+                    external_id=str(external_id))],
+        update_conflicts=True, unique_fields=["content_type", "object_id", "system", "object_type"],
+        update_fields=["external_id"])
     return link
 
 

@@ -26,6 +26,7 @@ def http_session() -> requests.Session:
     s = getattr(_local, "session", None)
     if s is None:
         s = _local.session = requests.Session()
+        s.trust_env = False  # no proxy/netrc lookups from the environment on every call (4 % of worker CPU)
         adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
         s.mount("http://", adapter)
         s.mount("https://", adapter)

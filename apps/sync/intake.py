@@ -247,9 +247,13 @@ def process_inbox(limit: int = 1000) -> Counter:
                    .only("id", "workflow", "source_connection_id", "source_key")}
             for ev in events:
                 ev.record_id = ids[(ev.workflow, ev.connection_id, ev.source_key)]
-                ev.status = InboundEvent.Status.PROCESSED
-                ev.processed_at = now
-            InboundEvent.objects.bulk_update(events, ["record_id", "status", "processed_at"], batch_size=1000)
+            # one UPDATE … FROM (VALUES …) instead of bulk_update's CASE WHEN per row (half of this job's time)
+            with db.cursor() as cur:
+                cur.execute(
+                    "UPDATE sync_inboundevent AS e SET record_id = v.record_id, status = %s, processed_at = %s "
+                    "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, record_id) WHERE e.id = v.id",
+                    [InboundEvent.Status.PROCESSED.value, now, [e.id for e in events],
+                     [e.record_id for e in events]])
             total["events"] += len(events)
             total["records"] += len(new_records)
             total["refreshed"] += len(refreshed)
