@@ -142,7 +142,7 @@ def facet_counts(qs: QuerySet) -> dict[str, list[tuple[str, int]]]:
     return {f: sorted(d.items(), key=lambda t: (-t[1], str(t[0]))) for f, d in out.items()}
 
 
-def groups(qs: QuerySet, limit: int = 200) -> list[dict]:
+def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
     """Held records grouped by error signature: count, oldest, amount at stake, a sample message."""
     rows = (qs.exclude(error_signature="")
             .values("error_signature", "reason_code", "failed_system", "workflow", "stage")

@@ -6,6 +6,8 @@ import json
 import random
 import time
 
+from django.conf import settings
+from django.db import connection as db
 from django.db.models import F
 from django.http import HttpResponse
 
@@ -67,7 +69,27 @@ def check(request, system: str) -> HttpResponse | None:
         return _fault(system, 429, cfg)
     if r < cfg.rate_limit_rate + cfg.error_rate:
         return _fault(system, 500, cfg)
+    if r < cfg.rate_limit_rate + cfg.error_rate + cfg.timeout_rate:
+        # the call hangs past the client's timeout (nothing is written); whoever still listens then gets a 504
+        hang(hang_seconds(cfg))
+        return _fault(system, 504, cfg)
+    if cfg.lost_response_rate and random.random() < cfg.lost_response_rate:
+        # serve the call in full (the write commits), then hang: the caller times out and never sees the answer
+        # (sandbox_view does the hanging, after the view has run)
+        request.sandbox_lose_response = hang_seconds(cfg)
     return None
+
+
+def hang_seconds(cfg: SandboxSystem) -> float:
+    """How long a timed-out or lost call hangs: long enough for the caller's timeout to fire."""
+    return cfg.hang_ms / 1000 if cfg.hang_ms else float(settings.HANDOFF_HTTP_TIMEOUT) + 1.0
+
+
+def hang(seconds: float) -> None:
+    """Sleep without holding a database connection (hung calls must not exhaust PostgreSQL's connections)."""
+    if not db.in_atomic_block:
+        db.close()
+    time.sleep(seconds)
 
 
 def _fault(system: str, status: int, cfg: SandboxSystem) -> HttpResponse:
@@ -78,4 +100,6 @@ def _fault(system: str, status: int, cfg: SandboxSystem) -> HttpResponse:
                "salesforce": "TotalRequests Limit exceeded."}.get(system, "Too many requests")
         code = {"netsuite": "CONCURRENCY_LIMIT_EXCEEDED", "salesforce": "REQUEST_LIMIT_EXCEEDED"}.get(system, "")
         return error(system, 429, msg, code, headers={"Retry-After": str(cfg.retry_after_seconds)})
+    if status == 504:
+        return error(system, 504, "The request timed out (sandbox fault injection).")
     return error(system, status, "The service is temporarily unavailable (sandbox fault injection).")

@@ -15,6 +15,13 @@ class SandboxSystem(models.Model):
     fail_next_count = models.PositiveIntegerField(default=0, help_text="Fail exactly the next N calls")
     fail_next_status = models.PositiveSmallIntegerField(default=503)
     retry_after_seconds = models.PositiveIntegerField(default=1)
+    timeout_rate = models.FloatField(
+        default=0.0, help_text="Share of calls that hang past the client's timeout, then fail (nothing is written)")
+    lost_response_rate = models.FloatField(
+        default=0.0, help_text="Share of calls served in full (the write commits) whose response then hangs past "
+                               "the client's timeout: the caller never learns it succeeded")
+    hang_ms = models.PositiveIntegerField(
+        default=0, help_text="How long a timed-out or lost call hangs (0: HANDOFF_HTTP_TIMEOUT + 1 s)")
     settings = models.JSONField(default=dict, blank=True)
 
     def __str__(self):

@@ -5,6 +5,7 @@ Mounted at /sandbox/<system>/… when HANDOFF_SANDBOX_ENABLED (demo and tests; n
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from datetime import datetime, timezone as dt_tz
@@ -14,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.views.decorators.csrf import csrf_exempt
 
-from .faults import check, error, json_response
+from .faults import check, error, hang, json_response
 from .models import SandboxObject
 
 
@@ -30,7 +31,15 @@ def _iso(dt) -> str:
 
 
 def sandbox_view(fn):
-    return csrf_exempt(login_not_required(fn))
+    @functools.wraps(fn)
+    def view(request, *args, **kwargs):
+        response = fn(request, *args, **kwargs)
+        lose = getattr(request, "sandbox_lose_response", None)
+        if lose:  # fault injection (faults.check): the work is done and committed, the answer comes too late
+            hang(lose)
+        return response
+
+    return csrf_exempt(login_not_required(view))
 
 
 # ------------------------------------------------------------------ HubSpot CRM v3
