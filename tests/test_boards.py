@@ -710,7 +710,8 @@ def test_only_a_hubspot_connection_has_a_secret_to_rotate(client, carol, connect
 
 
 def _faults(pk, **values):
-    data = {"error_rate": "0", "rate_limit_rate": "0", "latency_ms": "0", "fail_next_count": "0",
+    data = {"error_rate": "0", "rate_limit_rate": "0", "timeout_rate": "0", "lost_response_rate": "0",
+            "hang_ms": "1500", "latency_ms": "0", "fail_next_count": "0",
             "fail_next_status": "503", "retry_after_seconds": "1", **{k: str(v) for k, v in values.items()}}
     return {f"c{pk}-{k}": v for k, v in data.items()}
 
@@ -721,12 +722,13 @@ def test_sandbox_fault_injection_settings_are_saved_and_audited(client, carol, c
 
     resp = client.post(f"/connections/{kan.pk}/faults/", _faults(kan.pk, error_rate=0.25, rate_limit_rate=0.1,
                                                                  latency_ms=150, fail_next_count=3,
-                                                                 fail_next_status=502, retry_after_seconds=7))
+                                                                 fail_next_status=502, retry_after_seconds=7,
+                                                                 lost_response_rate=0.2))
 
     assert resp.status_code == 302 and resp.url == "/connections/"
     s = SandboxSystem.objects.get(system="kantata")
     assert (s.error_rate, s.rate_limit_rate, s.latency_ms, s.fail_next_count, s.fail_next_status,
-            s.retry_after_seconds) == (0.25, 0.1, 150, 3, 502, 7)
+            s.retry_after_seconds, s.lost_response_rate) == (0.25, 0.1, 150, 3, 502, 7, 0.2)
     assert s.token == "sandbox-kantata-token"  # untouched
     entry = AuditEntry.objects.get(action="fault_injection")
     assert entry.before["error_rate"] == 0 and entry.after["error_rate"] == 0.25

@@ -33,8 +33,8 @@ from . import charts, kpis
 KPI_NAMES = ["cycle_time", "latency", "failure_rate", "open_exceptions", "resolution_time", "revenue_at_risk",
              "reconciliation"]
 DRAIN_QUEUES = list(QUEUE_PRIORITIES)  # high, default, low
-FAULT_FIELDS = ["error_rate", "rate_limit_rate", "latency_ms", "fail_next_count", "fail_next_status",
-                "retry_after_seconds"]
+FAULT_FIELDS = ["error_rate", "rate_limit_rate", "timeout_rate", "lost_response_rate", "hang_ms", "latency_ms",
+                "fail_next_count", "fail_next_status", "retry_after_seconds"]
 
 
 def htmx_partial(request) -> bool:
@@ -211,6 +211,10 @@ class ResumeForm(forms.Form):
 class FaultForm(forms.ModelForm):
     error_rate = forms.FloatField(min_value=0, max_value=1, help_text="Share of calls answered 500 (0–1)")
     rate_limit_rate = forms.FloatField(min_value=0, max_value=1, help_text="Share answered 429 (0–1)")
+    timeout_rate = forms.FloatField(min_value=0, max_value=1, help_text="Share that hang past the client timeout")
+    lost_response_rate = forms.FloatField(min_value=0, max_value=1,
+                                          help_text="Share written, then answered too late (a lost response)")
+    hang_ms = forms.IntegerField(min_value=0, max_value=120_000, help_text="How long a timeout/lost response hangs")
     latency_ms = forms.IntegerField(min_value=0, max_value=60_000)
     fail_next_count = forms.IntegerField(min_value=0, max_value=10_000)
     fail_next_status = forms.IntegerField(min_value=400, max_value=599)
