@@ -47,13 +47,13 @@ def size(name: str, default: int) -> int:
     return int(os.environ.get(f"HANDOFF_FAULTS_N_{name.upper()}", default))
 
 
-N_KILL = size("kill", 100)
+N_KILL = size("kill", 1000)  # the issue asks for 1,000 records: ~3 min on a quiet 2-core machine, 6.5 min loaded
 N_REDIS = size("redis", 90)
 N_PG = size("pg", 90)
 N_FLAKY = size("flaky", 50)
 N_LOST = size("lost", 40)
 N_REDELIVER = size("redeliver", 45)
-SETTLE_TIMEOUT = float(os.environ.get("HANDOFF_FAULTS_SETTLE_TIMEOUT", 240))
+SETTLE_TIMEOUT = float(os.environ.get("HANDOFF_FAULTS_SETTLE_TIMEOUT", 900))
 
 # what a worker process runs in production (Procfile's worker, without the RQ scheduler), bounded in time in case
 # this test process dies before it can stop it
