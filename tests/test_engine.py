@@ -132,3 +132,16 @@ def test_retention_archives_old_terminal_records_and_drops_old_rows(connections,
     assert SyncRecordArchive.objects.get(pk=records[0].pk).data["stage"] == "validate"
     assert Attempt.objects.filter(record=held).count() == 1  # a held record keeps its history
     assert not SyncRun.objects.exists()
+
+
+def test_a_full_inbox_batch_wakes_a_second_inbox_job(connections, django_capture_on_commit_callbacks):
+    from apps.connectors.inbound import EventSpec
+
+    specs = [EventSpec(event_id=str(i), event_type="deal.propertyChange:dealstage", body={},
+                       workflow="quote_to_project", source_key=f"deal:{i}", payload={"deal_id": str(i)})
+             for i in range(10)]
+    intake.store_events(connections["hubspot"], specs, {}, 202)
+    with django_capture_on_commit_callbacks(execute=True):
+        intake.process_inbox(limit=4)
+    assert django_rq.get_queue("high").count == 1  # one extra inbox job, not one per batch
+    assert SyncRecord.objects.count() == 10

@@ -262,6 +262,8 @@ def process_inbox(limit: int = 1000) -> Counter:
 
         for p in priorities:
             wake(f"records:{PRIORITY_QUEUE[p]}")
+        if len(events) == limit and total["events"] == limit:
+            wake("inbox")  # a full batch: more is waiting, let another worker take batches too (SKIP LOCKED)
         if len(events) < limit:
             break
     return total
