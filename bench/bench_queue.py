@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 os.chdir(ROOT)
 
-DATA = ROOT / ".data" / "bench-queue"
+# HANDOFF_BENCH_QUEUE_DIR (+ the two ports) lets a second size run beside the first, e.g. the 5M run
+DATA = ROOT / ".data" / os.environ.get("HANDOFF_BENCH_QUEUE_DIR", "bench-queue")
 PG_PORT = int(os.environ.get("HANDOFF_BENCH_QUEUE_PG_PORT", 54369))
 VALKEY_PORT = int(os.environ.get("HANDOFF_BENCH_QUEUE_VALKEY_PORT", 63839))
 RESULTS = ROOT / "bench" / "results_queue.md"

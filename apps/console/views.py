@@ -49,15 +49,10 @@ def home(request):
         "runs": SyncRun.objects.order_by("-created_at")[:8], "now": timezone.now(),
         "backlog": backlog(),
         "my_team_held": SyncRecord.objects.filter(status__in=SyncRecord.ACTIONABLE,
-                                                  owner_team__in=_user_teams(request.user)).count(),
+                                                  owner_team__in=desk.user_teams(request.user)).count(),
     }
     template = "console/home.html#board" if htmx_partial(request) else "console/home.html"
     return render(request, template, context)
-
-
-def _user_teams(user) -> list[str]:
-    names = set(user.groups.values_list("name", flat=True))
-    return [t for t in ("pmo", "finance_ops", "integration_admin") if t in names]
 
 
 def exceptions(request):
