@@ -25,4 +25,6 @@ if settings.HANDOFF_SANDBOX_ENABLED:
         re_path(r"^sandbox/salesforce/(?P<path>.*)$", sandbox.salesforce),
         re_path(r"^sandbox/netsuite/(?P<path>.*)$", sandbox.netsuite),
         re_path(r"^sandbox/kantata/(?P<path>.*)$", sandbox.kantata),
+        re_path(r"^sandbox/stripe/(?P<path>.*)$", sandbox.lazy_view("apps.sandbox.stripe_api:stripe")),
+        re_path(r"^sandbox/anaplan/(?P<path>.*)$", sandbox.lazy_view("apps.sandbox.anaplan_api:anaplan")),
     ]

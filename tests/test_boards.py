@@ -700,8 +700,10 @@ def test_rotating_the_hubspot_secret_shows_it_once_and_the_old_signature_stops_v
     assert hub.inbound_secret not in (new, HUBSPOT_SECRET)
 
 
-def test_only_a_hubspot_connection_has_a_secret_to_rotate(client, carol, connections):
-    net = connections["netsuite"]
+def test_a_connection_that_receives_no_callbacks_has_no_secret_to_rotate(client, carol, connections):
+    net = connections["anaplan"]
+    net.inbound_secret = ""
+    net.save()
     client.force_login(carol)
     assert client.post(f"/connections/{net.pk}/rotate-secret/").status_code == 400
     net.refresh_from_db()

@@ -547,10 +547,10 @@ def test_it_rejects_an_unknown_connection_with_a_very_long_name(client, connecti
 
 
 def test_it_rejects_a_callback_to_a_connection_that_receives_none(client, connections):
-    response = post_hubspot(client, [deal_event()], path="/api/v1/callbacks/netsuite/",
-                            uri="http://testserver/api/v1/callbacks/netsuite/")
+    response = post_hubspot(client, [deal_event()], path="/api/v1/callbacks/anaplan/",
+                            uri="http://testserver/api/v1/callbacks/anaplan/")
 
-    assert_only_rejection(response, 404, connection="netsuite", reason_contains="does not receive callbacks")
+    assert_only_rejection(response, 404, connection="anaplan", reason_contains="does not receive callbacks")
 
 
 def test_it_rejects_a_callback_to_a_disabled_connection(client, connections):

@@ -134,6 +134,25 @@ class Engagement(Timestamped):
     rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT)
     correlation_id = models.UUIDField(db_index=True)
 
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        CLOSED = "closed", "Closed"
+
+    class BillingChannel(models.TextChoices):
+        ERP = "erp", "ERP (NetSuite)"
+        STRIPE = "stripe", "Billing engine (Stripe)"
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
+    budget_hours = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True,
+                                       help_text="Planned hours (PSA budget)")
+    tm_cap = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True,
+                                 help_text="T&M not-to-exceed amount in the engagement currency (none: uncapped)")
+    expense_markup_pct = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True,
+                                             help_text="Markup on billable expenses, in percent (none: the policy default)")
+    retainer_fee = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True,
+                                       help_text="Retainer: the fee billed each month")
+    billing_channel = models.CharField(max_length=8, choices=BillingChannel.choices, default=BillingChannel.ERP)
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -151,8 +170,47 @@ class Milestone(Timestamped):
     due_date = models.DateField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        COMPLETED = "completed", "Completed"
+        INVOICED = "invoiced", "Invoiced"
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PLANNED)
+    source_key = models.CharField(max_length=100, blank=True, help_text="The PSA's id for it (e.g. Kantata story id)")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["engagement", "source_key"], condition=~models.Q(source_key=""),
+                                    name="milestone_source_once"),
+        ]
+
     def __str__(self):
         return f"{self.name} ({self.amount} {self.currency})"
+
+
+class EngagementChange(models.Model):
+    """A change order (CRM amendment) applied to an engagement, with the values before and after: the history."""
+
+    class Status(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        HELD = "held", "Held for finance ops"
+
+    engagement = models.ForeignKey(Engagement, on_delete=models.CASCADE, related_name="changes")
+    change_id = models.CharField(max_length=100, help_text="The CRM's id of the approved amendment")
+    source_system = models.CharField(max_length=32)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    before = models.JSONField(default=dict)
+    after = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.APPLIED)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["engagement", "change_id"], name="engagementchange_once")]
+
+    def __str__(self):
+        return f"{self.engagement.code} change {self.change_id}"
 
 
 class ExternalId(models.Model):

@@ -11,8 +11,10 @@ SYSTEM_OF_RECORD = {
     "project": "psa",
     "milestone": "psa",
     "time_entry": "psa",
-    "invoice": "erp",
-    "payment": "erp",
+    "expense_entry": "psa",
+    "invoice": ("erp", "billing"),  # the ERP, or the billing engine (Stripe) when an engagement bills there
+    "payment": ("erp", "billing"),
+    "revenue": "erp",
 }
 
 
@@ -22,7 +24,9 @@ class NotSystemOfRecord(Exception):
 
 def assert_may_write(object_type: str, source_role: str) -> None:
     owner = SYSTEM_OF_RECORD[object_type]
-    if source_role != owner:
+    owners = owner if isinstance(owner, tuple) else (owner,)
+    if source_role not in owners:
         raise NotSystemOfRecord(
-            f"{source_role.upper()} may not write {object_type} fields: the {owner.upper()} is the system of record"
+            f"{source_role.upper()} may not write {object_type} fields: the {' or '.join(o.upper() for o in owners)} "
+            f"is the system of record"
         )

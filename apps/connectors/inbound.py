@@ -26,3 +26,20 @@ class EventSpec:
     title: str = ""
     payload: dict = field(default_factory=dict)
     ignored: str = ""  # why no workflow acts on it (stored, answered 2xx, not an error)
+
+
+def json_body(body: bytes, headers, who: str):
+    """The parsed JSON of a callback, or Rejected(415/400) saying what is wrong with it."""
+    import json
+
+    media = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise Rejected(415, f"{who} callbacks must be sent as application/json")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(400, "the body is not valid UTF-8")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(400, f"malformed JSON: {str(exc)[:200]}")

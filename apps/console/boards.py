@@ -37,6 +37,9 @@ FAULT_FIELDS = ["error_rate", "rate_limit_rate", "timeout_rate", "lost_response_
                 "fail_next_count", "fail_next_status", "retry_after_seconds"]
 
 
+ROTATABLE_SECRETS = {Connection.Kind.HUBSPOT, Connection.Kind.KANTATA, Connection.Kind.NETSUITE}
+
+
 def htmx_partial(request) -> bool:
     return bool(getattr(request, "htmx", False)) and not request.htmx.boosted
 
@@ -307,8 +310,9 @@ def connection_rotate_secret(request, pk: int):
     """A new HubSpot client secret, shown once on this response and never again (the page does not show stored
     secrets). The audit trail records that it was rotated, not the secret."""
     connection = get_object_or_404(Connection, pk=pk)
-    if connection.kind != Connection.Kind.HUBSPOT:
-        return HttpResponseBadRequest("Only a HubSpot connection has an inbound secret to rotate.")
+    if connection.kind not in ROTATABLE_SECRETS:
+        return HttpResponseBadRequest("Only a HubSpot, Kantata or NetSuite connection has an inbound secret Handoff "
+                                      "issues (Stripe's webhook secret is issued by Stripe: paste it in the admin).")
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
         c = Connection.objects.select_for_update().get(pk=pk)

@@ -26,7 +26,8 @@ from apps.canonical.models import CURRENCIES, Engagement, LegalEntity, PaymentTe
 from apps.sync import bulk as bulk_service
 from apps.sync.desk import TEAM_GROUPS, NotAllowed
 from apps.sync.models import BulkAction, SyncRecord
-from apps.sync.workflows.quote_to_project import FIELD_LABELS, FIX_FIELDS
+from apps.sync.workflows.base import field_label
+from apps.sync.workflows.quote_to_project import FIX_FIELDS
 
 log = logging.getLogger("handoff.console.bulk")
 
@@ -108,7 +109,7 @@ def _context(request, bulk: BulkAction | None, **extra) -> dict:
     ctx.update(
         preview=preview,
         action_label=ACTION_LABELS.get(bulk.action, bulk.action),
-        changes=[{"field": FIELD_LABELS.get(k, k), "path": k, "value": v}
+        changes=[{"field": field_label(k), "path": k, "value": v}
                  for k, v in (params.get("changes") or {}).items()],
         is_creator=bulk.actor_id == request.user.pk,
         can_confirm=(bulk.status == BulkAction.Status.PREVIEWED and bulk.actor_id == request.user.pk
@@ -150,7 +151,7 @@ def _params_form(action: str, *, all_matching: bool, ids: list[str], filter_quer
             "billing_terms": [(t.code, f"{t.code} — {t.name}") for t in PaymentTerms.objects.all()],
             "contract_type": list(Engagement.ContractType.choices),
         }
-        form["fields"] = [{"name": "fix__" + path.replace(".", "__"), "label": FIELD_LABELS.get(path, path),
+        form["fields"] = [{"name": "fix__" + path.replace(".", "__"), "label": field_label(path),
                            "choices": choices.get(path), "value": params["changes"].get(path, "")}
                           for path in FIX_FIELDS if path != "duplicate_resolution"]
     elif action == "assign":

@@ -6,7 +6,8 @@ from django import forms
 
 from apps.canonical.models import CURRENCIES, Engagement, LegalEntity, PaymentTerms
 from apps.canonical.services import customer_find_duplicates
-from apps.sync.workflows.quote_to_project import FIELD_LABELS, get_path
+from apps.sync.workflows.base import field_label
+from apps.sync.workflows.quote_to_project import get_path
 
 
 def _field_name(path: str) -> str:
@@ -24,7 +25,7 @@ class FixForm(forms.Form):
         self.paths = fix_fields
         payload = record.current_payload
         for path in fix_fields:
-            label = FIELD_LABELS.get(path, path).capitalize()
+            label = field_label(path).capitalize()
             initial = get_path(payload, path) or ""
             name = _field_name(path)
             if path == "legal_entity":

@@ -16,6 +16,10 @@ from apps.sandbox.models import SandboxSystem
 from apps.sync.models import Connection
 
 SALESFORCE_ORG = "00D5g000004SbxQEAS"
+# callback signing secrets of the sandboxes that send callbacks (the sandbox signs with the same value);
+# HubSpot's is random per install unless given
+INBOUND_SECRETS = {"kantata": "sandbox-kantata-webhook-secret", "netsuite": "sandbox-netsuite-webhook-secret",
+                   "stripe": "whsec_sandbox_handoff"}
 DEMO_USERS = [
     # username, full name, group, staff
     ("alice", "Alice Park (PMO analyst)", "pmo", False),
@@ -51,11 +55,14 @@ def setup_connections(sandbox_url: str, hubspot_secret: str | None = None) -> di
     for slug, name, kind, role in [("hubspot", "HubSpot (sandbox)", "hubspot", "crm"),
                                    ("salesforce", "Salesforce (sandbox)", "salesforce", "crm"),
                                    ("netsuite", "NetSuite (sandbox)", "netsuite", "erp"),
-                                   ("kantata", "Kantata (sandbox)", "kantata", "psa")]:
+                                   ("kantata", "Kantata (sandbox)", "kantata", "psa"),
+                                   ("stripe", "Stripe (sandbox)", "stripe", "billing"),
+                                   ("anaplan", "Anaplan (sandbox)", "anaplan", "forecast")]:
         conn, created = Connection.objects.get_or_create(slug=slug, defaults=dict(
             name=name, kind=kind, role=role, base_url=f"{base}/{kind}",
             credentials={"access_token": DEFAULT_TOKENS[kind]},
-            inbound_secret=(hubspot_secret or secrets.token_urlsafe(24)) if kind == "hubspot" else "",
+            inbound_secret=INBOUND_SECRETS.get(kind) or (
+                (hubspot_secret or secrets.token_urlsafe(24)) if kind == "hubspot" else secrets.token_urlsafe(24)),
             organization_id=SALESFORCE_ORG if kind == "salesforce" else ""))
         if not created:
             conn.base_url = f"{base}/{kind}"

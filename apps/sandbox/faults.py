@@ -13,7 +13,8 @@ from django.http import HttpResponse
 
 from .models import SandboxSystem
 
-DEFAULT_TOKENS = {s: f"sandbox-{s}-token" for s in ("hubspot", "salesforce", "netsuite", "kantata")}
+DEFAULT_TOKENS = {s: f"sandbox-{s}-token" for s in ("hubspot", "salesforce", "netsuite", "kantata", "anaplan")}
+DEFAULT_TOKENS["stripe"] = "sk_test_sandbox_handoff"  # Stripe secret keys look like sk_test_…
 
 
 def system_config(system: str) -> SandboxSystem:

@@ -153,6 +153,8 @@ TAX_ID_FORMATS = {
 
 
 def _netsuite_validate(record_type: str, data: dict) -> tuple[str, str] | None:
+    if record_type in NETSUITE_VALIDATORS:
+        return NETSUITE_VALIDATORS[record_type](data)
     if not (data.get("companyName") or "").strip():
         return ("Please enter value(s) for: Company Name", "companyName")
     if not (data.get("subsidiary") or {}).get("id"):
@@ -172,17 +174,33 @@ def _netsuite_validate(record_type: str, data: dict) -> tuple[str, str] | None:
     return None
 
 
+# other record types the sandbox upserts by external id, with their validation: record type → validate(data)
+# returning (message, field) for a 400, or None. Registered by the modules listed in EXTENSIONS (bottom).
+NETSUITE_VALIDATORS: dict = {}
+# extra routes: (compiled regex on the path, handler(request, match) -> HttpResponse), checked first
+NETSUITE_ROUTES: list = []
+KANTATA_ROUTES: list = []
+
+
+def _record_types() -> str:
+    return "|".join(["customer", "job", *NETSUITE_VALIDATORS])
+
+
 @sandbox_view
 def netsuite(request, path: str):
     if (denied := check(request, "netsuite")) is not None:
         return denied
-    listing = re.fullmatch(r"services/rest/record/v1/(customer|job)/?", path)
+    for pattern, handler in NETSUITE_ROUTES:
+        if (match := pattern.fullmatch(path)) is not None:
+            return handler(request, match)
+    types = _record_types()
+    listing = re.fullmatch(rf"services/rest/record/v1/({types})/?", path)
     if listing and request.method == "GET":
         objs = list(SandboxObject.objects.filter(system="netsuite", object_type=listing.group(1)).order_by("pk")
                     [:min(int(request.GET.get("limit", 1000) or 1000), 1000)])
         return json_response({"links": [], "count": len(objs), "hasMore": False, "offset": 0, "totalResults": len(objs),
                               "items": [{"id": str(o.pk), "links": []} for o in objs]})
-    m = re.fullmatch(r"services/rest/record/v1/(customer|job)/(eid:[\w.\-:]+|\d+)", path)
+    m = re.fullmatch(rf"services/rest/record/v1/({types})/(eid:[\w.\-:]+|\d+)", path)
     if not m:
         return error("netsuite", 404, f"Record type or path /{path} is not supported", "NONEXISTENT_ID")
     rtype, ref = m.group(1), m.group(2)
@@ -237,6 +255,9 @@ def _kantata_list(objs) -> dict:
 def kantata(request, path: str):
     if (denied := check(request, "kantata")) is not None:
         return denied
+    for pattern, handler in KANTATA_ROUTES:
+        if (match := pattern.fullmatch(path)) is not None:
+            return handler(request, match)
     if path != "api/v1/workspaces.json":
         return error("kantata", 404, f"No route matches /{path}", "not_found")
     if request.method == "GET":
@@ -257,3 +278,37 @@ def kantata(request, path: str):
         obj = SandboxObject.objects.create(system="kantata", object_type="workspace", data=ws)
         return json_response(_kantata_list([obj]))
     return error("kantata", 405, "Method not allowed", "method")
+
+
+# modules that add record types / routes to the sandboxes above (each registers itself on import)
+EXTENSIONS = [
+    "apps.sandbox.psa_time",  # Kantata time entries and expenses; NetSuite time bills and charges
+    "apps.sandbox.billing",  # NetSuite invoices and payments; Kantata milestones
+    "apps.sandbox.changes",  # Kantata workspace budget updates; NetSuite billing schedules
+]
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for module in EXTENSIONS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # TEMPORARY while the extensions are being written
+            if exc.name != module:
+                raise
+
+
+_load_extensions()
+
+
+def lazy_view(dotted: str):
+    """A view imported on first request (the Stripe and Anaplan sandboxes live in their own modules)."""
+    module, _, name = dotted.partition(":")
+
+    def view(request, *args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(request, *args, **kwargs)
+
+    return csrf_exempt(login_not_required(view))

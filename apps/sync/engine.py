@@ -148,15 +148,21 @@ def summary_fields(record: SyncRecord, payload: dict, context: dict) -> dict:
     from .desk import business_priority, search_keys
 
     out = {}
-    if payload.get("opportunity_name"):
-        out["title"] = str(payload["opportunity_name"])[:300]
+    wf = get_workflow(record.workflow)
+    if wf.summary is not None:
+        s = wf.summary(payload)
+        title, amount, currency = s.get("title"), s.get("amount"), s.get("currency")
+    else:
+        title, amount, currency = payload.get("opportunity_name"), payload.get("amount"), payload.get("currency")
+    if title:
+        out["title"] = str(title)[:300]
     try:
-        out["amount"] = Decimal(str(payload.get("amount"))) if payload.get("amount") not in (None, "") else None
+        out["amount"] = Decimal(str(amount)) if amount not in (None, "") else None
     except (InvalidOperation, ValueError):
         out["amount"] = None
-    if out.get("amount") is not None and abs(out["amount"]) >= Decimal("1e16"):
+    if out.get("amount") is not None and (not out["amount"].is_finite() or abs(out["amount"]) >= Decimal("1e16")):
         out["amount"] = None
-    out["currency"] = str(payload.get("currency") or "")[:3]
+    out["currency"] = str(currency or "")[:3]
     if not record.priority_overridden:
         out["priority"], out["priority_reason"] = business_priority(
             workflow=record.workflow, amount=out["amount"], currency=out["currency"],

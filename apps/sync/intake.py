@@ -24,7 +24,8 @@ from .models import Connection, InboundEvent, SyncRecord
 from .wakeup import wake
 
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp",
-                "SOAPAction", "Content-Length")
+                "SOAPAction", "Content-Length", "Stripe-Signature", "X-Handoff-Signature", "X-Handoff-Timestamp",
+                "X-Kantata-Signature", "X-Kantata-Timestamp", "X-NetSuite-Signature", "X-NetSuite-Timestamp")
 REJECTED_BODY_KEPT = 65_536
 
 
@@ -104,7 +105,22 @@ def _verify_and_parse(conn: Connection, *, method: str, uris: list[str], body: b
         if _media_type(headers) not in ("text/xml", "application/soap+xml", "application/xml"):
             raise Rejected(415, "Salesforce Outbound Messages must be sent as text/xml")
         return salesforce.parse_notifications(conn, body)
+    module = INBOUND_MODULES.get(conn.kind)
+    if module is not None:
+        import importlib
+
+        return importlib.import_module(module).verify_and_parse(conn, method=method, uris=uris, body=body,
+                                                                headers=headers)
     raise Rejected(404, f"connection {conn.slug!r} ({conn.get_kind_display()}) does not receive callbacks")
+
+
+# other systems' callbacks: module with verify_and_parse(conn, *, method, uris, body, headers) -> list[EventSpec],
+# which verifies the signature first and raises Rejected(4xx, why) for anything it refuses
+INBOUND_MODULES = {
+    "kantata": "apps.connectors.kantata_inbound",
+    "stripe": "apps.connectors.stripe_inbound",
+    "netsuite": "apps.connectors.netsuite_inbound",
+}
 
 
 INSERT_SQL = """
@@ -227,6 +243,17 @@ def process_inbox(limit: int = 1000) -> Counter:
                         original_payload=newest.payload, current_payload=newest.payload,
                         context={"source_modified_at": _modified(newest)},
                         priority=wf.priority(newest.payload), next_attempt_at=now, owner_team=wf.owner_team("")))
+                elif (_modified(newest) > str(record.context.get("source_modified_at") or "")
+                      and record.status == "succeeded" and wf.reopen_on_update):
+                    # a correction of something already posted (e.g. a re-approved time entry): run it again with
+                    # the new data; the context keeps the downstream ids, so the posted line is updated, not added
+                    n = SyncRecord.objects.filter(pk=record.pk, status="succeeded").update(
+                        original_payload=newest.payload, current_payload=newest.payload, title=newest.title,
+                        stage=wf.first_stage_on_restart or wf.stages[0].name, status=SyncRecord.Status.PENDING,
+                        next_attempt_at=now, attempts=0, completed_at=None,
+                        context={**record.context, "source_modified_at": _modified(newest)}, updated_at=now)
+                    if n:
+                        refreshed.append(record)
                 elif (_modified(newest) > str(record.context.get("source_modified_at") or "")
                       and record.status in ("held", "pending", "retrying") and record.version == 1):
                     # newer data from the system of record, and nobody has edited the record: start over with it

@@ -19,6 +19,8 @@ class Connection(models.Model):
         SALESFORCE = "salesforce", "Salesforce"
         NETSUITE = "netsuite", "NetSuite"
         KANTATA = "kantata", "Kantata"
+        STRIPE = "stripe", "Stripe"
+        ANAPLAN = "anaplan", "Anaplan"
 
     class Role(models.TextChoices):
         CRM = "crm", "CRM"

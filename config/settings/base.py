@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "apps.core",
     "apps.canonical",
+    "apps.finance",
     "apps.sync",
     "apps.sla",
     "apps.connectors",

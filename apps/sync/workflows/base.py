@@ -44,6 +44,13 @@ class Workflow:
     fix_fields: list[str]  # canonical fields a person may set on the fix form
     first_stage_on_restart: str = ""
     on_hold: Callable | None = None  # on_hold(ctx, problems): tell the source system (best effort)
+    field_labels: dict = field(default_factory=dict)  # fix-form labels: canonical path → words
+    # summary(payload) -> {"title": str, "amount": Decimal | None, "currency": str}: what the queue shows.
+    # None: the quote-to-project shape (opportunity_name, amount, currency).
+    summary: Callable | None = None
+    # a newer version of an already-succeeded source object (re-approved time entry, re-sent invoice event) runs
+    # the workflow again from first_stage_on_restart, keeping the context (downstream ids) so writes update
+    reopen_on_update: bool = False
 
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
@@ -62,6 +69,33 @@ class Workflow:
 
 REGISTRY: dict[str, Workflow] = {}
 
+# every workflow module registers itself when imported (DOMAIN.md workflows 1–7)
+WORKFLOW_MODULES = [
+    "apps.sync.workflows.quote_to_project",
+    "apps.sync.workflows.time_to_billing",
+    "apps.sync.workflows.milestone_to_invoice",
+    "apps.sync.workflows.invoice_payment_to_crm",
+    "apps.sync.workflows.change_order",
+    "apps.sync.workflows.actuals_to_forecast",
+    "apps.sync.workflows.reconciliation",
+]
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+
+    for module in WORKFLOW_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # TEMPORARY while the workflows are being written
+            if exc.name != module:
+                raise
+    _loaded = True
+
 
 def register(wf: Workflow) -> Workflow:
     REGISTRY[wf.name] = wf
@@ -69,12 +103,18 @@ def register(wf: Workflow) -> Workflow:
 
 
 def get_workflow(name: str) -> Workflow:
-    from . import quote_to_project  # noqa: F401  (registers itself)
-
+    _load()
     return REGISTRY[name]
 
 
 def all_workflows() -> list[Workflow]:
-    from . import quote_to_project  # noqa: F401
-
+    _load()
     return list(REGISTRY.values())
+
+
+def field_label(path: str) -> str:
+    """The words for a canonical field path, from whichever workflow names it."""
+    for wf in all_workflows():
+        if path in wf.field_labels:
+            return wf.field_labels[path]
+    return path.replace("_", " ").replace(".", " ")

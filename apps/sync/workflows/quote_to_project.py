@@ -366,6 +366,7 @@ WORKFLOW = register(Workflow(
     fix_fields=FIX_FIELDS,
     first_stage_on_restart="validate",
     on_hold=on_hold,
+    field_labels=FIELD_LABELS,
 ))
 
 
