@@ -25,7 +25,7 @@ from .wakeup import wake
 
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp",
                 "SOAPAction", "Content-Length", "Stripe-Signature", "X-Handoff-Signature", "X-Handoff-Timestamp",
-                "X-Kantata-Signature", "X-Kantata-Timestamp", "X-NetSuite-Signature", "X-NetSuite-Timestamp")
+                "webhook-id", "webhook-timestamp", "webhook-signature")
 REJECTED_BODY_KEPT = 65_536
 
 
