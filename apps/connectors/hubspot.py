@@ -128,6 +128,10 @@ class HubSpotClient(BaseClient):
         r = self.request("PATCH", f"/crm/v3/objects/deals/{deal_id}", json_body={"properties": properties})
         return r.json()
 
+    def update_company(self, company_id: str, properties: dict) -> dict:
+        r = self.request("PATCH", f"/crm/v3/objects/companies/{company_id}", json_body={"properties": properties})
+        return r.json()
+
 
 def canonical_from_deal(deal: dict, company: dict | None) -> dict:
     """Map HubSpot's deal + company into the canonical opportunity payload."""

@@ -25,6 +25,15 @@ class NetSuiteClient(BaseClient):
             return (body["title"], "", "")
         return (response.text[:300], "", "")
 
+    def upsert(self, record_type: str, external_id: str, fields: dict) -> str:
+        """Create or update the record of this type with this external id; returns its internal id."""
+        return self._upsert(record_type, external_id, fields, f"upsert {record_type} eid:{external_id}")
+
+    def get_by_external_id(self, record_type: str, external_id: str) -> dict | None:
+        r = self.request("GET", f"{RECORD}/{record_type}/eid:{external_id}", not_found_ok=True,
+                         summary=f"get {record_type} eid:{external_id}")
+        return None if r.status_code == 404 else r.json()
+
     def _upsert(self, record_type: str, external_id: str, fields: dict, summary: str) -> str:
         r = self.request("PUT", f"{RECORD}/{record_type}/eid:{external_id}", json_body=fields, summary=summary)
         location = r.headers.get("Location", "")

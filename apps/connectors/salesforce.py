@@ -159,3 +159,6 @@ class SalesforceClient(BaseClient):
 
     def update_opportunity(self, opp_id: str, fields: dict) -> None:
         self.request("PATCH", f"/services/data/{API_VERSION}/sobjects/Opportunity/{opp_id}", json_body=fields)
+
+    def update_account(self, account_id: str, fields: dict) -> None:
+        self.request("PATCH", f"/services/data/{API_VERSION}/sobjects/Account/{account_id}", json_body=fields)
