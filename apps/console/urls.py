@@ -16,4 +16,5 @@ urlpatterns = [
     # screens owned by their own modules
     path("", include("apps.console.urls_boards")),
     path("", include("apps.console.urls_bulk")),
+    path("", include("apps.console.urls_finance")),
 ]

@@ -108,7 +108,7 @@ def search_keys(record_or_fields) -> list[str]:
     keys = {get("source_key") or "", str(get("correlation_id") or "")}
     keys.add((get("source_key") or "").split(":", 1)[-1])
     for v in (payload.get("opportunity_id"), payload.get("deal_id"), account.get("id"), account.get("tax_id"),
-              account.get("name"), payload.get("invoice_number")):
+              account.get("name"), payload.get("invoice_number"), payload.get("engagement_code")):
         if v:
             keys.add(str(v))
     for k, v in context.items():
