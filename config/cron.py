@@ -15,3 +15,10 @@ from apps.sync.jobs import purge_old  # noqa: E402
 
 # keep the hot tables small: archive old terminal records, drop old attempts / events / runs
 cron.register(purge_old, queue_name="low", interval=3600, name="retention")
+from apps.reconcile.jobs import nightly as reconcile_nightly  # noqa: E402
+cron.register(reconcile_nightly, queue_name="low", cron="0 2 * * *", name="reconciliation", job_timeout=3600)
+
+from apps.forecast.jobs import scheduled_refresh  # noqa: E402
+
+# actuals to forecast: an hourly full export to the forecasting tool (skipped while one is still open)
+cron.register(scheduled_refresh, queue_name="low", interval=3600, name="forecast")

@@ -14,7 +14,9 @@ urlpatterns = [
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("apps.api.urls")),
+    path("forecast/", include("apps.forecast.urls")),
     path("", include("apps.console.urls")),
+    path("", include("apps.reconcile.urls")),
 ]
 
 if settings.HANDOFF_SANDBOX_ENABLED:

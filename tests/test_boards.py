@@ -263,7 +263,7 @@ def test_project_setup_cycle_time_p50_p90_and_average(client, dave, connections)
     assert text_of(html, "cycle-count") == "3"
     latency = {r[0]: r[1:] for r in table_body(html, "latency")}
     assert latency["Quote to project"] == ["3", "4.0", "8.8", "5.33"]
-    assert latency["time_to_billing"][:2] == ["1", "100.0"]
+    assert latency["Time & expense to billing"][:2] == ["1", "100.0"]
 
 
 def test_integration_failure_rate(client, dave, connections):

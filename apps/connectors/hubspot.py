@@ -68,7 +68,8 @@ def _iso_ms(value) -> str:
 
 
 def parse_events(connection, data) -> list[EventSpec]:
-    """One EventSpec per webhook event; a closed-won deal stage starts quote-to-project, anything else is ignored."""
+    """One EventSpec per webhook event; a closed-won deal stage starts quote-to-project, an approved amendment
+    (amendment_status) a change order; anything else is ignored."""
     if not isinstance(data, list) or not data:
         raise Rejected(400, "a HubSpot webhook body must be a non-empty JSON array of events")
     if len(data) > 100:
@@ -94,10 +95,31 @@ def parse_events(connection, data) -> list[EventSpec]:
                 spec.title = f"HubSpot deal {ev['objectId']}"
             else:
                 spec.ignored = f"deal stage {ev.get('propertyValue')!r} is not closed-won"
+        elif stype == "deal.propertyChange" and ev.get("propertyName") == "amendment_status":
+            _amendment_event(connection, ev, i, spec)
         else:
             spec.ignored = f"no workflow acts on {etype}"
         out.append(spec)
     return out
+
+
+def _amendment_event(connection, ev: dict, i: int, spec: EventSpec) -> None:
+    """An approved amendment starts a change order. The deal holds one current amendment (its id comes with the
+    fetch), so the record is per deal and runs again for each newer approval."""
+    approved = {v.lower() for v in connection.settings.get("amendment_approved_values", ["approved"])}
+    if str(ev.get("propertyValue") or "").lower() not in approved:
+        spec.ignored = f"amendment status {ev.get('propertyValue')!r} is not approved"
+        return
+    if not isinstance(ev.get("objectId"), (int, str)) or not str(ev["objectId"]).strip():
+        raise Rejected(400, f"event {i}: objectId is missing")
+    occurred = _iso_ms(ev.get("occurredAt"))
+    if not occurred:
+        raise Rejected(400, f"event {i}: occurredAt must be the change's time in epoch milliseconds")
+    spec.workflow = "change_order"
+    spec.source_key = f"amendment:deal-{ev['objectId']}"
+    spec.payload = {"deal_id": str(ev["objectId"]), "portal_id": ev.get("portalId"), "approved_at": occurred,
+                    "source_modified_at": occurred}
+    spec.title = f"Change order on HubSpot deal {ev['objectId']}"
 
 
 class HubSpotClient(BaseClient):

@@ -35,6 +35,14 @@ class KantataClient(BaseClient):
     def probe(self) -> None:
         self.request("GET", "/api/v1/workspaces.json", params={"per_page": 1}, summary="probe")
 
+    def update_workspace(self, workspace_id: str, fields: dict) -> str:
+        """Update a workspace's fields (budget, dates): `PUT /api/v1/workspaces/{id}.json` {"workspace": {...}}.
+        The same values sent twice leave it as it was, so a retried change order is harmless."""
+        r = self.request("PUT", f"/api/v1/workspaces/{workspace_id}.json", json_body={"workspace": fields},
+                         summary=f"update workspace {workspace_id}: {', '.join(sorted(fields))}")
+        body = r.json()
+        return str(body["results"][0]["id"])
+
     def create_workspace(self, fields: dict) -> str:
         r = self.request("POST", "/api/v1/workspaces.json", json_body={"workspace": fields},
                          summary=f"create workspace {fields.get('title', '')}")

@@ -33,11 +33,7 @@ def _load() -> None:
     global _loaded
     if not _loaded:
         for module in PARSER_MODULES:
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:  # TEMPORARY while the parsers are being written
-                if exc.name != module:
-                    raise
+            importlib.import_module(module)
         _loaded = True
 
 

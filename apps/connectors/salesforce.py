@@ -74,7 +74,9 @@ def parse_notifications(connection, body: bytes) -> list[EventSpec]:
         sotype = (so.get(f"{{{XSI_NS}}}type") or "").split(":")[-1]
         spec = EventSpec(event_id=nid[:200], event_type=f"outbound_message:{sotype}"[:100],
                          body={"sObject": sotype, "Id": _text(so, "Id")})
-        if sotype != "Opportunity":
+        if sotype == "Contract_Amendment__c":
+            _amendment_notification(so, spec)
+        elif sotype != "Opportunity":
             spec.ignored = f"no workflow acts on {sotype} outbound messages"
         elif _text(so, "StageName") not in won_stages and _text(so, "IsWon").lower() != "true":
             spec.ignored = f"stage {_text(so, 'StageName')!r} is not closed-won"
@@ -93,6 +95,37 @@ def parse_notifications(connection, body: bytes) -> list[EventSpec]:
     if len(out) > 100:
         raise Rejected(400, "Salesforce sends at most 100 notifications per message")
     return out
+
+
+def _amendment_notification(so, spec: EventSpec) -> None:
+    """An approved Contract_Amendment__c starts a change order, one record per amendment."""
+    status = _text(so, "Status__c")
+    if status.lower() != "approved":
+        spec.ignored = f"amendment status {status!r} is not Approved"
+        return
+    amendment_id = _text(so, "Id")
+    if not amendment_id:
+        raise Rejected(400, "the Contract_Amendment__c has no Id")
+    spec.workflow = "change_order"
+    spec.source_key = f"amendment:{amendment_id}"
+    spec.payload = canonical_from_amendment(so)
+    spec.title = f"Change order {amendment_id}"
+
+
+def canonical_from_amendment(so) -> dict:
+    modified = _text(so, "SystemModstamp") or _text(so, "LastModifiedDate")
+    return {
+        "amendment_id": _text(so, "Id"),
+        "opportunity_id": _text(so, "Opportunity__c"),
+        "amended_amount": _text(so, "New_Contract_Value__c"),
+        "amended_start_date": _text(so, "New_Start_Date__c")[:10],
+        "amended_end_date": _text(so, "New_End_Date__c")[:10],
+        "amended_rate_card": _text(so, "Rate_Card__c"),
+        "amended_billing_schedule": _text(so, "Billing_Schedule__c"),
+        # orders versions of the same amendment, and amendments of one engagement (the newest applied wins)
+        "approved_at": modified,
+        "source_modified_at": modified,
+    }
 
 
 def canonical_from_sobject(so) -> dict:

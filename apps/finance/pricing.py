@@ -3,6 +3,9 @@ so the golden data set and the time & expense workflow price exactly alike.
 
 Time:  billable hours = hours − written-off hours (never below 0); 0 when the entry or its task is non-billable.
        amount = round(billable hours × the rate card's rate for the role), in the engagement currency.
+       A PSA that records minutes (Kantata's time_in_minutes): amount = round(billable minutes × rate ÷ 60),
+       multiplied before dividing, so that a line worth exactly half a cent (2 min at 150.15/h = 5.005) rounds
+       up as the ERP does with the H:MM duration, instead of 2/60 h being cut to 28 digits first (→ 5.00).
 Expense: amount = round(spent × rate(spent currency → engagement currency, on the day incurred) × (1 + markup %)),
        one rounding per line; 0 when non-billable.
 T&M cap: on a T&M engagement with a not-to-exceed amount, a line that would take the billed total above the cap
@@ -18,6 +21,7 @@ from decimal import Decimal
 from .money import round_money
 
 HUNDRED = Decimal(100)
+SIXTY = Decimal(60)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,16 @@ class TimeLine:
     billable: bool = True
     write_off_hours: Decimal = Decimal(0)
     task: str = ""
+    # set by from_minutes(): the exact PSA quantities (hours above are then minutes ÷ 60, for display only)
+    minutes: int | None = None
+    write_off_minutes: int = 0
+
+    @classmethod
+    def from_minutes(cls, *, role: str, work_date: date, minutes: int, write_off_minutes: int = 0,
+                     billable: bool = True, task: str = "") -> "TimeLine":
+        return cls(role=role, work_date=work_date, hours=Decimal(minutes) / SIXTY, billable=billable,
+                   write_off_hours=Decimal(write_off_minutes) / SIXTY, task=task, minutes=minutes,
+                   write_off_minutes=write_off_minutes)
 
 
 @dataclass(frozen=True)
@@ -64,9 +78,18 @@ class UnknownRole(KeyError):
 
 
 def billable_hours(line: TimeLine, terms: Terms) -> Decimal:
+    if line.minutes is not None:
+        return Decimal(billable_minutes(line, terms)) / SIXTY
     if not line.billable or line.task in terms.non_billable_tasks:
         return Decimal(0)
     return max(Decimal(0), line.hours - line.write_off_hours)
+
+
+def billable_minutes(line: TimeLine, terms: Terms) -> int:
+    """For a line built with TimeLine.from_minutes: minutes − written-off minutes, never below 0."""
+    if not line.billable or line.task in terms.non_billable_tasks:
+        return 0
+    return max(0, (line.minutes or 0) - line.write_off_minutes)
 
 
 def price_time(line: TimeLine, terms: Terms) -> Priced:
@@ -76,6 +99,8 @@ def price_time(line: TimeLine, terms: Terms) -> Priced:
         raise UnknownRole(line.role)
     rate = Decimal(terms.rates[line.role])
     hours = billable_hours(line, terms)
+    if line.minutes is not None:
+        return Priced(round_money(billable_minutes(line, terms) * rate / SIXTY, terms.currency), rate, hours)
     return Priced(round_money(hours * rate, terms.currency), rate, hours)
 
 
@@ -85,6 +110,11 @@ def price_expense(line: ExpenseLine, terms: Terms, fx_rate: Decimal = Decimal(1)
         return Priced(round_money(Decimal(0), terms.currency), fx_rate, line.spent_amount)
     factor = Decimal(1) + Decimal(terms.expense_markup_pct) / HUNDRED
     return Priced(round_money(line.spent_amount * fx_rate * factor, terms.currency), fx_rate, line.spent_amount)
+
+
+def effective_markup(engagement_pct: Decimal | None, policy_default: Decimal) -> Decimal:
+    """The engagement's own expense markup when it has one (even 0), else the finance policy's default."""
+    return Decimal(policy_default if engagement_pct is None else engagement_pct)
 
 
 def outside_dates(d: date, terms: Terms) -> bool:

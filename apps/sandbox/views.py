@@ -292,11 +292,7 @@ def _load_extensions() -> None:
     import importlib
 
     for module in EXTENSIONS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # TEMPORARY while the extensions are being written
-            if exc.name != module:
-                raise
+        importlib.import_module(module)
 
 
 _load_extensions()

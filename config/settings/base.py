@@ -37,10 +37,12 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.canonical",
     "apps.finance",
+    "apps.reconcile",
     "apps.sync",
     "apps.sla",
     "apps.connectors",
     "apps.sandbox",
+    "apps.forecast",
     "apps.api",
     "apps.console",
 ]

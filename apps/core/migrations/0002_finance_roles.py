@@ -11,5 +11,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("core", "0001_roles"),
         ("finance", "0001_initial"),
+        ("forecast", "0001_initial"),
+        ("reconcile", "0002_roles"),
     ]
     operations = [migrations.RunPython(create_roles, migrations.RunPython.noop)]

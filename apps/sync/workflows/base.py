@@ -89,11 +89,7 @@ def _load() -> None:
     import importlib
 
     for module in WORKFLOW_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # TEMPORARY while the workflows are being written
-            if exc.name != module:
-                raise
+        importlib.import_module(module)
     _loaded = True
 
 

@@ -1,0 +1,155 @@
+"""Stripe webhooks: verified with `Stripe-Signature` exactly as Stripe documents it, then turned into records of
+invoice-payment-to-CRM.
+
+Verification (stripe.WebhookSignature.verify_header, the official library's check): the header is
+`t=<unix seconds>,v1=<hex>[,v1=<hex>…]` (several v1 signatures during a secret roll; any one may match),
+the signature is HMAC-SHA256(endpoint secret, "<t>.<raw body>"), and a `t` older than 300 s is refused (replay
+protection). Refusals: missing header / malformed header / no matching signature / stale timestamp → 401;
+body not UTF-8 or not JSON, or not a Stripe event → 400; not application/json → 415.
+
+The Stripe event id (`evt_…`) is the event id, so a redelivered event is stored once. Events acted on:
+invoice.finalized, invoice.paid, invoice.payment_failed, invoice.voided, invoice.marked_uncollectible (one record
+per invoice, `invoice:<in_…>`) and charge.dispute.created (`dispute:<dp_…>`; its invoice is looked up through
+Stripe's API by the workflow). Anything else is stored as ignored.
+
+The record's `source_modified_at` is the invoice state's version: the event's `created` time, then the state's
+rank (apps/finance/invoicing.py), so a newer state re-runs an already-written invoice and an older one never does.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import stripe
+
+from apps.finance.invoicing import parse_time, state_version, utc_text
+from apps.finance.money import exponent
+
+from .inbound import EventSpec, Rejected, json_body
+
+TOLERANCE_SECONDS = 300
+INVOICE_EVENTS = {
+    "invoice.finalized": None,  # the invoice's own status (open; paid when nothing was due)
+    "invoice.paid": "paid",
+    "invoice.payment_failed": "payment_failed",
+    "invoice.voided": "void",
+    "invoice.marked_uncollectible": "uncollectible",
+}
+STRIPE_STATUS = {"draft": "draft", "open": "open", "paid": "paid", "void": "void", "uncollectible": "uncollectible"}
+
+
+def _verify(conn, body: bytes, headers) -> str:
+    header = headers.get("Stripe-Signature", "")
+    if not header:
+        raise Rejected(401, "Stripe: missing Stripe-Signature header")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(400, "Stripe: the body is not valid UTF-8")
+    if not conn.inbound_secret:
+        raise Rejected(401, "Stripe: this connection has no webhook signing secret (whsec_…) configured")
+    try:
+        stripe.WebhookSignature.verify_header(text, header, conn.inbound_secret, TOLERANCE_SECONDS)
+    except stripe.SignatureVerificationError as exc:
+        msg = str(exc)
+        if "tolerance" in msg:
+            raise Rejected(401, f"Stripe: stale timestamp: the event was signed more than {TOLERANCE_SECONDS} s ago "
+                                f"(t={header.split('t=')[-1].split(',')[0][:20]})")
+        if "Unable to extract" in msg or "No signatures found with expected scheme" in msg:
+            raise Rejected(401, "Stripe: malformed Stripe-Signature header (expected t=<timestamp>,v1=<signature>)")
+        raise Rejected(401, "Stripe: bad signature: no v1 signature in Stripe-Signature matches the body")
+    return text
+
+
+def _scale(value: int, currency: str) -> Decimal:
+    return Decimal(value).scaleb(-exponent(currency))
+
+
+def money(value, currency: str) -> str:
+    """Stripe's integer minor units → decimal text in the currency ("" when absent)."""
+    if value is None or isinstance(value, bool):
+        return ""
+    try:
+        return str(_scale(int(value), currency or "usd"))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _date(unix) -> str:
+    dt = parse_time(unix) if unix not in (None, "") else None
+    return dt.date().isoformat() if dt else ""
+
+
+def invoice_view(obj: dict, status: str) -> dict:
+    """The canonical view of a Stripe invoice object, with the status Handoff gives it."""
+    cur = str(obj.get("currency") or "").upper()
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    transitions = obj.get("status_transitions") if isinstance(obj.get("status_transitions"), dict) else {}
+    return {
+        "id": str(obj.get("id") or ""),
+        "number": str(obj.get("number") or ""),
+        "status": status,
+        "currency": cur,
+        "total": money(obj.get("total"), cur),
+        "amount_paid": money(obj.get("amount_paid"), cur),
+        "amount_due": money(obj.get("amount_remaining"), cur),
+        "due_on": _date(obj.get("due_date")),
+        "issued_on": _date(transitions.get("finalized_at") or obj.get("created")),
+        "paid_at": utc_text(parse_time(transitions["paid_at"])) if transitions.get("paid_at") else "",
+        "customer_ref": str(obj.get("customer") or ""),
+        "customer_key": str(meta.get("handoff_customer_key") or ""),
+        "milestone_ref": str(meta.get("handoff_milestone") or ""),
+        "engagement_ref": str(meta.get("handoff_engagement") or ""),
+    }
+
+
+def parse_event(conn, event) -> EventSpec:
+    if not isinstance(event, dict) or event.get("object") != "event" or not isinstance(event.get("id"), str) \
+            or not event["id"].strip() or not isinstance(event.get("type"), str):
+        raise Rejected(400, 'Stripe: not a Stripe event (an object with "object": "event", an "id" and a "type")')
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        raise Rejected(400, f"Stripe: event {event['id'][:60]} has no data.object")
+    created = parse_time(event.get("created"))
+    if created is None:
+        raise Rejected(400, f"Stripe: event {event['id'][:60]} has no valid created time")
+    etype = event["type"][:100]
+    spec = EventSpec(event_id=event["id"][:200], event_type=etype, body=event)
+    if etype in INVOICE_EVENTS:
+        if obj.get("object") != "invoice" or not obj.get("id"):
+            raise Rejected(400, f"Stripe: {etype} event {event['id'][:60]} does not carry an invoice")
+        status = INVOICE_EVENTS[etype] or STRIPE_STATUS.get(str(obj.get("status")), "open")
+        view = invoice_view(obj, status)
+        spec.workflow = "invoice_payment_to_crm"
+        spec.source_key = f"invoice:{view['id'][:150]}"
+        spec.title = f"Stripe invoice {view['number'] or view['id']} {status.replace('_', ' ')}"
+        spec.payload = {"source": "stripe", "event_type": etype, "object": "invoice", "object_id": view["id"],
+                        "status": status, "state_at": utc_text(created), "invoices": [view], "payments": [],
+                        "fetch": "payments" if status == "paid" else "",
+                        "source_modified_at": state_version(status, created)}
+        return spec
+    if etype == "charge.dispute.created":
+        if obj.get("object") != "dispute" or not obj.get("id"):
+            raise Rejected(400, f"Stripe: {etype} event {event['id'][:60]} does not carry a dispute")
+        cur = str(obj.get("currency") or "").upper()
+        dispute = {"id": str(obj["id"]), "charge": str(obj.get("charge") or ""),
+                   "payment_intent": str(obj.get("payment_intent") or ""), "amount": money(obj.get("amount"), cur),
+                   "currency": cur, "reason": str(obj.get("reason") or ""), "status": str(obj.get("status") or ""),
+                   "due_by": _date((obj.get("evidence_details") or {}).get("due_by"))}
+        spec.workflow = "invoice_payment_to_crm"
+        spec.source_key = f"dispute:{dispute['id'][:150]}"
+        spec.title = f"Stripe dispute {dispute['id']} ({dispute['amount']} {cur}, {dispute['reason'] or 'no reason'})"
+        spec.payload = {"source": "stripe", "event_type": etype, "object": "dispute", "object_id": dispute["id"],
+                        "status": "disputed", "state_at": utc_text(created), "invoices": [], "payments": [],
+                        "dispute": dispute, "fetch": "dispute_invoice",
+                        "source_modified_at": state_version("disputed", created)}
+        return spec
+    spec.ignored = f"no workflow acts on Stripe {etype!r} events"
+    return spec
+
+
+def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
+    _verify(conn, body, headers)
+    event = json_body(body, headers, "Stripe")
+    return [parse_event(conn, event)]
