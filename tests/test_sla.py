@@ -513,7 +513,11 @@ def test_evaluate_uses_a_bounded_number_of_queries(connections, team_members):
 def test_job_and_schedule(connections):
     from rq import cron as rq_cron
 
-    import config.cron  # noqa: F401  (registers the scheduled jobs)
+    import importlib
+
+    import config.cron  # registers the scheduled jobs
+
+    importlib.reload(config.cron)  # another test may have cleared rq's registry since the first import
     from apps.sla.jobs import evaluate_sla
 
     entries = [e for e in rq_cron._job_data_registry if e["name"] == "sla"]
