@@ -11,7 +11,7 @@ from apps.connectors.salesforce import build_outbound_message
 from apps.core.demo import SALESFORCE_ORG
 from apps.sandbox.traffic import make_opportunity
 from apps.sync import engine, intake, jobs, sweeper
-from apps.sync.models import Attempt, Connection, SyncRecord
+from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
 
 from .conftest import inject, run_worker, sandbox_count
 
@@ -99,3 +99,44 @@ def test_a_newer_event_refreshes_a_held_record_nobody_has_edited(connections, cl
     record = SyncRecord.objects.get()
     assert result["refreshed"] == 1
     assert (record.status, record.reason_code, record.current_payload["legal_entity"]) == ("pending", "", "UK01")
+
+
+@pytest.mark.django_db
+def test_a_newer_event_for_a_record_being_worked_waits_for_it_and_is_then_applied(connections, client):
+    """A correction that arrives while a worker holds the record is neither lost nor written over its work."""
+    url = "/api/v1/callbacks/salesforce/"
+    client.post(url, _sf_event(connections, "006C", "2026-11-23T09:00:00.000Z", "", "04l6"), content_type="text/xml")
+    intake.process_inbox()
+    SyncRecord.objects.update(status="in_progress")  # a worker has claimed it
+    client.post(url, _sf_event(connections, "006C", "2026-11-23T11:00:00.000Z", "UK01", "04l7"),
+                content_type="text/xml")
+
+    result = intake.process_inbox()
+    record = SyncRecord.objects.get()
+    assert result["deferred"] == 1 and result["refreshed"] == 0
+    assert record.current_payload["legal_entity"] == "" and record.status == "in_progress"
+    newer = InboundEvent.objects.get(event_id__endswith="04l7")
+    assert newer.status == "received" and newer.record_id is None
+    assert sweeper.sweep().get("inbox")  # the sweeper keeps waking the inbox for it
+
+    # the worker holds the record (missing legal entity); the waiting correction then starts it over
+    SyncRecord.objects.update(status="held", reason_code="missing_legal_entity")
+    result = intake.process_inbox()
+    record.refresh_from_db()
+    newer.refresh_from_db()
+    assert result["refreshed"] == 1 and newer.status == "processed" and newer.record_id == record.pk
+    assert (record.status, record.reason_code, record.current_payload["legal_entity"]) == ("pending", "", "UK01")
+
+
+@pytest.mark.django_db
+def test_an_event_no_newer_than_the_record_in_progress_is_linked_at_once(connections, client):
+    url = "/api/v1/callbacks/salesforce/"
+    client.post(url, _sf_event(connections, "006D", "2026-11-23T09:00:00.000Z", "", "04l8"), content_type="text/xml")
+    intake.process_inbox()
+    SyncRecord.objects.update(status="in_progress")
+    client.post(url, _sf_event(connections, "006D", "2026-11-23T08:00:00.000Z", "US01", "04l9"),
+                content_type="text/xml")  # an older one, delivered late
+    result = intake.process_inbox()
+    assert result.get("deferred", 0) == 0
+    assert InboundEvent.objects.get(event_id__endswith="04l9").status == "processed"
+    assert SyncRecord.objects.get().current_payload["legal_entity"] == ""

@@ -214,12 +214,15 @@ def process_inbox(limit: int = 1000) -> Counter:
     from .workflows.base import get_workflow
 
     total: Counter = Counter()
+    deferred: set[int] = set()  # events left for a later pass, because their record is being worked right now
     while True:
         with transaction.atomic():
             events = list(InboundEvent.objects.select_for_update(skip_locked=True)
-                          .filter(status=InboundEvent.Status.RECEIVED).order_by("received_at", "id")[:limit])
+                          .filter(status=InboundEvent.Status.RECEIVED).exclude(id__in=deferred)
+                          .order_by("received_at", "id")[:limit])
             if not events:
                 break
+            fetched = len(events)
             now = timezone.now()
             by_key: dict[tuple, list[InboundEvent]] = {}
             for ev in events:
@@ -231,11 +234,18 @@ def process_inbox(limit: int = 1000) -> Counter:
                 .only("id", "workflow", "source_connection_id", "source_key", "status", "version", "context",
                       "priority")
             }
-            new_records, refreshed = [], []
+            new_records, refreshed, wait = [], [], set()
             for key, evs in by_key.items():
                 newest = max(evs, key=_modified)
                 wf = get_workflow(key[0])
                 record = existing.get(key)
+                if (record is not None and record.status == SyncRecord.Status.IN_PROGRESS
+                        and _modified(newest) > str(record.context.get("source_modified_at") or "")):
+                    # newer data for a record a worker holds right now: neither overwrite its work nor drop the
+                    # news. The events stay received; a later pass (the sweeper wakes the inbox while any event
+                    # is received) applies them once the record is done — re-running it if it already succeeded.
+                    wait.update(ev.id for ev in evs)
+                    continue
                 if record is None:
                     new_records.append(SyncRecord(
                         workflow=key[0], stage=wf.stages[0].name, status=SyncRecord.Status.PENDING,
@@ -272,6 +282,10 @@ def process_inbox(limit: int = 1000) -> Counter:
                    for r in SyncRecord.objects.filter(source_key__in={k[2] for k in by_key},
                                                       source_connection_id__in={k[1] for k in by_key})
                    .only("id", "workflow", "source_connection_id", "source_key")}
+            if wait:
+                deferred |= wait
+                events = [ev for ev in events if ev.id not in wait]
+                total["deferred"] += len(wait)
             for ev in events:
                 ev.record_id = ids[(ev.workflow, ev.connection_id, ev.source_key)]
             # one UPDATE … FROM (VALUES …) instead of bulk_update's CASE WHEN per row (half of this job's time)
@@ -289,8 +303,8 @@ def process_inbox(limit: int = 1000) -> Counter:
 
         for p in priorities:
             wake(f"records:{PRIORITY_QUEUE[p]}")
-        if len(events) == limit and total["events"] == limit:
+        if fetched == limit and total["events"] + len(deferred) == limit:
             wake("inbox")  # a full batch: more is waiting, let another worker take batches too (SKIP LOCKED)
-        if len(events) < limit:
+        if fetched < limit:
             break
     return total
