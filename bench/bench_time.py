@@ -19,19 +19,18 @@ rounded half up in the engagement currency).
 
 --profile N additionally drains N more entries in this process under cProfile and prints where the time goes.
 
-Reuses bench/run.py's helpers (embedded PostgreSQL/Valkey, gunicorn and worker processes, CPU accounting); its
-own data folder (.data/bench_time/) and ports, so it does not collide with bench/run.py or bench/load.py. Every
-loop is bounded in time; everything started is stopped at the end (also on Ctrl-C, SIGTERM or failure).
+Reuses bench/run.py's helpers (the snapshot of the work tree, embedded PostgreSQL/Valkey, Django set-up, gunicorn
+and worker processes, CPU accounting, the common options); its own data folder (.data/bench_time/) and ports
+(HANDOFF_BENCH_DATA, HANDOFF_BENCH_PG_PORT, HANDOFF_BENCH_VALKEY_PORT), so it does not collide with bench/run.py
+or bench/load.py. Every loop is bounded in time; everything started is stopped at the end (also on Ctrl-C,
+SIGTERM or failure).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import shutil
-import signal
 import sys
 import time
 from collections import Counter
@@ -40,32 +39,16 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# its own data folder and ports (HANDOFF_BENCH_* may override them), read by bench/run.py when it is imported
 os.environ.setdefault("HANDOFF_BENCH_DATA", str(ROOT / ".data" / "bench_time"))
 os.environ.setdefault("HANDOFF_BENCH_PG_PORT", "54369")
 os.environ.setdefault("HANDOFF_BENCH_VALKEY_PORT", "63839")
-DATA = Path(os.environ["HANDOFF_BENCH_DATA"])
+sys.path[0] = str(ROOT)
 
-
-def snapshot(argv: list[str]) -> None:
-    """Measure one version of the code: copy the work tree to .data/bench_time/src and re-run from there."""
-    src = DATA / "src"
-    if src.exists():
-        shutil.rmtree(src)
-    DATA.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".data", ".venv", ".git", "__pycache__", "*.pyc",
-                                                             "*.egg-info", "staticfiles", "test-results",
-                                                             "node_modules", ".pytest_cache"), symlinks=True)
-    env = {**os.environ, "HANDOFF_BENCH_ORIGIN": str(ROOT)}
-    os.execve(sys.executable, [sys.executable, str(src / "bench" / "bench_time.py"), *argv], env)
-
+from bench import run as R  # noqa: E402  (snapshot, engines, Procs, workers, CPU helpers, common options)
 
 if __name__ == "__main__" and "--no-snapshot" not in sys.argv and not os.environ.get("HANDOFF_BENCH_ORIGIN"):
-    snapshot(sys.argv[1:])
-
-sys.path[0] = str(ROOT)
-os.chdir(ROOT)
-
-from bench import run as R  # noqa: E402  (engines, Procs, workers, CPU helpers)
+    R.snapshot(sys.argv[1:], "bench_time.py")  # measure one version of the code: a copy under <data folder>/src
 
 say = R.say
 CHUNK = 500
@@ -356,55 +339,27 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=float, default=3600, help="seconds a round may take before it is cut")
     p.add_argument("--stall-seconds", type=float, default=120)
     p.add_argument("--profile", type=int, default=0, help="then profile draining this many entries in-process")
-    p.add_argument("--gunicorn-workers", type=int, default=2)
-    p.add_argument("--gunicorn-threads", type=int, default=4)
-    p.add_argument("--no-snapshot", action="store_true")
-    p.add_argument("--wipe-external", action="store_true",
-                   help="allow truncating/flushing the PostgreSQL/Redis named by DATABASE_URL/REDIS_URL")
+    R.add_process_args(p)  # --gunicorn-workers, --gunicorn-threads, --no-snapshot, --wipe-external
     return p.parse_args(argv)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    os.environ["PATH"] = f"{R.VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    DATA.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        (DATA / "xdg").mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(DATA / "xdg")
+    R.on_sigterm()
+    R.prepare_env()
     procs, engines = R.Procs(), R.Engines(args)
     started = time.monotonic()
     res: dict = {"config": vars(args), "rounds": []}
-    try:
+
+    def work() -> int:
         engines.start()
         sandbox_port = R.free_port()
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-        os.environ.update(R.child_env({"HANDOFF_SANDBOX_URL": sandbox_url}))
-        say("migrating")
-        import subprocess
-
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True,
-                       env=R.child_env(), timeout=300)
-        import django
-
-        django.setup()
-        from apps.core.demo import setup_connections
-        from bench import baseline
-
-        baseline.create_table()  # bench/run.py's reset truncates it
-        R.reset_state()
-        setup_connections(sandbox_url, hubspot_secret=R.HUBSPOT_SECRET)
+        R.setup_django(sandbox_url)
         res["machine"] = R.machine_info(args)
         res["machine"]["command"] = " ".join([".venv/bin/python", "bench/bench_time.py", *sys.argv[1:]])
         say(f"starting the sandboxes' gunicorn on {sandbox_url}")
-        sandbox = procs.start("sandbox", [R.VENV_BIN / "gunicorn", "config.wsgi", "--bind",
-                                          f"127.0.0.1:{sandbox_port}", "--workers", str(args.gunicorn_workers),
-                                          "--threads", str(args.gunicorn_threads), "--log-level", "warning",
-                                          "--graceful-timeout", "5", "--chdir", ROOT], env=R.child_env())
+        sandbox = R.start_gunicorn(procs, "sandbox", sandbox_port, args)
         R.wait_http(f"{sandbox_url}/readyz", 60)
         for k in [int(x) for x in args.workers.split(",") if x.strip()]:
             res["rounds"].append(round_(args, procs, k, sandbox.pid, engines))
@@ -412,16 +367,10 @@ def main(argv=None) -> int:
             res["profile"] = profile(args)
         res["total_seconds"] = time.monotonic() - started
         report(res)
-        out = DATA / f"time-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-        out.write_text(json.dumps(res, indent=2, default=str))
-        say(f"results written to {out} (total {res['total_seconds']:.0f} s)")
+        R.save_results(res, "time")
         return 1 if any(not ok for r in res["rounds"] for ok in r["checks"].values()) else 0
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping everything", file=sys.stderr)
-        return 130
-    finally:
-        procs.stop_all()
-        engines.stop()
+
+    return R.guarded(procs, engines, work)
 
 
 if __name__ == "__main__":

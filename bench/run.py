@@ -49,9 +49,10 @@ SNAPSHOT_IGNORE = (".data", ".venv", ".git", "__pycache__", "*.pyc", "*.egg-info
                    "node_modules", ".pytest_cache")
 
 
-def snapshot(argv: list[str]) -> None:
+def snapshot(argv: list[str], script: str = "run.py") -> None:
     """Other people edit the work tree while a run lasts (models, migrations, the engine…): copy it to
-    .data/bench/src and re-run from there, so that one run measures one version of the code."""
+    <data folder>/src and re-run `bench/<script>` from there, so that one run measures one version of the code.
+    (Other benches call it too, after setting HANDOFF_BENCH_DATA to their own folder.)"""
     import shutil
 
     src = DATA / "src"
@@ -60,7 +61,7 @@ def snapshot(argv: list[str]) -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*SNAPSHOT_IGNORE), symlinks=True)
     env = {**os.environ, "HANDOFF_BENCH_DATA": str(DATA), "HANDOFF_BENCH_ORIGIN": str(ROOT)}
-    os.execve(sys.executable, [sys.executable, str(src / "bench" / "run.py"), *argv], env)
+    os.execve(sys.executable, [sys.executable, str(src / "bench" / script), *argv], env)
 
 
 if __name__ == "__main__" and "--no-snapshot" not in sys.argv and not os.environ.get("HANDOFF_BENCH_ORIGIN"):
@@ -259,6 +260,41 @@ def child_env(extra: dict | None = None) -> dict:
                 "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"})
     env.update(extra or {})
     return env
+
+
+def prepare_env() -> None:
+    """This process: the venv's bin first on PATH, the data folder, and an XDG_RUNTIME_DIR when there is none."""
+    os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    DATA.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        (DATA / "xdg").mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(DATA / "xdg")
+
+
+def setup_django(sandbox_url: str, extra_env: dict | None = None) -> None:
+    """After engines.start(): the environment for this process and its children, migrations (in a child, like
+    the Procfile's release), Django in this process, empty tables, reference data, connections to the sandboxes."""
+    os.environ.update(child_env({**(extra_env or {}), "HANDOFF_SANDBOX_URL": sandbox_url}))
+    say("migrating")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True,
+                   env=child_env(), timeout=300)
+    import django
+
+    django.setup()
+    from apps.core.demo import setup_connections
+    from bench import baseline
+
+    baseline.create_table()
+    reset_state()  # also creates the reference data
+    setup_connections(sandbox_url, hubspot_secret=HUBSPOT_SECRET)
+
+
+def start_gunicorn(procs: "Procs", name: str, port: int, args) -> subprocess.Popen:
+    """Handoff's WSGI app (web or sandboxes) under gunicorn on 127.0.0.1:port (--gunicorn-workers/-threads)."""
+    return procs.start(name, [VENV_BIN / "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+                              "--workers", str(args.gunicorn_workers), "--threads", str(args.gunicorn_threads),
+                              "--log-level", "warning", "--graceful-timeout", "5", "--chdir", ROOT],
+                       env=child_env())
 
 
 def flush_redis() -> None:
@@ -742,8 +778,6 @@ def parse_args(argv=None):
     p.add_argument("--e2e-timeout", type=float, default=900, help="seconds a round may take before it is cut")
     p.add_argument("--stall-seconds", type=float, default=120,
                    help="stop a round when no record finishes for this long")
-    p.add_argument("--no-snapshot", action="store_true",
-                   help="run the work tree as it is instead of a copy taken at the start")
     p.add_argument("--bad-share", type=float, default=0.0,
                    help="share of opportunities with a business problem (held records); default 0: all good")
     p.add_argument("--seed", type=int, default=7)
@@ -754,28 +788,58 @@ def parse_args(argv=None):
     p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
                    help="auto: wrk when installed (apt-get install -y wrk), else a Python thread pool")
     p.add_argument("--wrk-threads", type=int, default=2)
-    p.add_argument("--gunicorn-workers", type=int, default=2)
-    p.add_argument("--gunicorn-threads", type=int, default=4)
     p.add_argument("--skip-intake", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
-    p.add_argument("--wipe-external", action="store_true",
-                   help="allow truncating/flushing the PostgreSQL/Redis named by DATABASE_URL/REDIS_URL")
+    add_process_args(p)  # --gunicorn-workers, --gunicorn-threads, --no-snapshot, --wipe-external
     p.add_argument("--json", type=Path, default=None, help="also write the results here (default .data/bench/)")
     return p.parse_args(argv)
+
+
+def add_process_args(p) -> None:
+    """The options of every bench that starts gunicorn and worker processes on its own engines (run.py,
+    bench_time.py)."""
+    p.add_argument("--gunicorn-workers", type=int, default=2)
+    p.add_argument("--gunicorn-threads", type=int, default=4)
+    p.add_argument("--no-snapshot", action="store_true",
+                   help="run the work tree as it is instead of a copy taken at the start")
+    p.add_argument("--wipe-external", action="store_true",
+                   help="allow truncating/flushing the PostgreSQL/Redis named by DATABASE_URL/REDIS_URL")
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def on_sigterm() -> None:
+    """SIGTERM stops a run like Ctrl-C does (the finally blocks stop every process started)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def guarded(procs: Procs, engines: Engines, work) -> int:
+    """Run work() (the bench's body, returning its exit code): Ctrl-C or SIGTERM → 130; whatever happens, every
+    process and engine started is stopped."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        engines.stop()
+
+
+def save_results(results: dict, name: str, path: Path | None = None) -> Path:
+    """The results as JSON: `path`, or <data folder>/<name>-<timestamp>.json."""
+    out = path or DATA / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    say(f"results written to {out} (total {results['total_seconds']:.0f} s)")
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    DATA.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        (DATA / "xdg").mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(DATA / "xdg")
+    on_sigterm()
+    prepare_env()
     procs = Procs()
     engines = Engines(args)
     started = time.monotonic()
@@ -784,35 +848,20 @@ def main(argv=None) -> int:
         "gunicorn": f"--workers {args.gunicorn_workers} --threads {args.gunicorn_threads}"
                     f" ({'gthread' if args.gunicorn_threads > 1 else 'sync'})",
         "e2e_n": args.e2e_n, "bad_share": args.bad_share}}
-    try:
+
+    def work() -> int:
         engines.start()
         web_port, sandbox_port = free_port(), free_port()
         while sandbox_port == web_port:
             sandbox_port = free_port()
         web_url, sandbox_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sandbox_port}"
-        os.environ.update(child_env({"HANDOFF_PUBLIC_URL": web_url, "HANDOFF_SANDBOX_URL": sandbox_url}))
-        say("migrating")
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True,
-                       env=child_env(), timeout=300)
-        import django
-
-        django.setup()
-        from apps.core.demo import setup_connections
-        from bench import baseline
-
-        baseline.create_table()
-        reset_state()  # also creates the reference data
-        setup_connections(sandbox_url, hubspot_secret=HUBSPOT_SECRET)
+        setup_django(sandbox_url, {"HANDOFF_PUBLIC_URL": web_url})
         results["machine"] = machine_info(args)
-        gunicorn_args = ["--workers", str(args.gunicorn_workers), "--threads", str(args.gunicorn_threads),
-                         "--log-level", "warning", "--graceful-timeout", "5", "--chdir", ROOT]
         say(f"starting the sandboxes' gunicorn on {sandbox_url}")
-        sandbox = procs.start("sandbox", [VENV_BIN / "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{sandbox_port}",
-                                          *gunicorn_args], env=child_env())
+        sandbox = start_gunicorn(procs, "sandbox", sandbox_port, args)
         if not args.skip_intake:
             say(f"starting Handoff's gunicorn on {web_url}")
-            web = procs.start("web", [VENV_BIN / "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{web_port}",
-                                      *gunicorn_args], env=child_env())
+            web = start_gunicorn(procs, "web", web_port, args)
             wait_http(f"{web_url}/readyz", 60)
             workdir = DATA / "work"
             workdir.mkdir(parents=True, exist_ok=True)
@@ -825,18 +874,12 @@ def main(argv=None) -> int:
                 results["e2e"].append(bench_e2e(args, procs, k, sandbox.pid, engines))
         results["total_seconds"] = time.monotonic() - started
         report(results)
-        out = args.json or DATA / f"results-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-        out.write_text(json.dumps(results, indent=2, default=str))
-        say(f"results written to {out} (total {results['total_seconds']:.0f} s)")
+        save_results(results, "results", args.json)
         failed = [name for e in results.get("e2e", []) for name, ok in e["checks"].items() if not ok]
         failed += [name for name, ok in results.get("intake", {}).get("checks", {}).items() if not ok]
         return 1 if failed else 0
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping everything", file=sys.stderr)
-        return 130
-    finally:
-        procs.stop_all()
-        engines.stop()
+
+    return guarded(procs, engines, work)
 
 
 if __name__ == "__main__":

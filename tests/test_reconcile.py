@@ -332,6 +332,43 @@ def test_only_the_newest_runs_keep_their_lines(book):
     assert [ReconciliationLine.objects.filter(run=r).count() for r in runs] == [0, 6, 6]
 
 
+def test_the_reconciliation_kpi_counts_every_engagement_month_checked_not_only_the_variances(book, client, dave):
+    """The KPI "reconciliation variance" (DOMAIN.md): of the engagement-months a run checked, how many were off.
+    Only variances become records, so counting records said 2 checked, 2 with a variance (100 %); the run
+    checked 6. Nightly runs re-check the same months: the latest run counts, not the sum of runs."""
+    from apps.console import kpis
+
+    period = kpis.parse_period({})
+    assert kpis.reconciliation_variance(period)["has_runs"] is False
+    first = run()
+    data = kpis.reconciliation_variance(period)
+    assert (data["checked"], data["with_variance"], data["rate"], data["runs"], data["run_id"]) == (
+        6, 2, 33.33, 1, first.pk)
+    assert [(c["currency"], c["records"], c["amount"]) for c in data["open"]] == [("EUR", 2, D("2120.00"))]
+
+    revenue(book["tm"], OCT, "120.00")  # the T&M month is fixed (revenue recognised, the line posted) …
+    book["tm"].time_entries.filter(status="priced").update(status="posted")  # … the next night finds one of six
+    second = run()
+    data = kpis.reconciliation_variance(period)
+    assert (data["checked"], data["with_variance"], data["rate"], data["runs"], data["run_id"]) == (
+        6, 1, 16.67, 2, second.pk)
+    assert [(c["currency"], c["records"], c["amount"]) for c in data["open"]] == [("EUR", 1, D("2000.00"))]
+
+    client.force_login(dave)
+    html = client.get("/kpis/").content.decode()
+    assert 'data-testid="recon-checked">6<' in html and 'data-testid="recon-variance">1<' in html
+    rows = list(csv.reader(io.StringIO(b"".join(client.get("/kpis/export.csv?kpi=reconciliation")
+                                                 .streaming_content).decode())))
+    assert ["checked", "", "6", ""] in rows and ["with_variance", "", "1", ""] in rows
+
+    # a period in which no run completed: nothing checked in it, the open variances are still shown
+    old = kpis.parse_period({"from": "2020-01-01", "to": "2020-01-31"})
+    data = kpis.reconciliation_variance(old)
+    assert (data["has_runs"], data["checked"], data["with_variance"], data["rate"], data["runs"]) == (
+        True, 0, 0, None, 0)
+    assert [c["records"] for c in data["open"]] == [1]
+
+
 # ---------------------------------------------------------------- 3. the workflow: re-check and acceptance
 
 

@@ -380,18 +380,29 @@ def revenue_at_risk() -> dict:
 
 
 def reconciliation_variance(period: Period) -> dict:
-    """Reconciliation runs are records of the reconciliation workflow (one per engagement and period checked).
-    A variance is one that was held. In the period: checked, with a variance, and the variance still open per
-    currency (held/dead amounts). `has_runs` is False when the workflow never produced a record. Two queries."""
+    """Reconciliation variance, from the reconciliation runs (apps/reconcile): a run checks every engagement-month
+    of its range and writes one line each, but only the lines above the tolerance become exception records — so
+    the records alone would count nothing but variances. Nightly runs re-check the same months, so the figures
+    are those of the latest run completed in the period (not a sum over runs): engagement-months checked (its
+    lines), how many had a variance above the tolerance, and their share; plus `runs` completed in the period and
+    the variances still open right now per currency (held/dead exception records, their variance amounts).
+    `has_runs` is False when no run ever completed and the workflow never produced a record. Four queries."""
+    from apps.reconcile.models import ReconciliationRun
+
+    completed = ReconciliationRun.objects.filter(status=ReconciliationRun.Status.COMPLETED)
+    in_period = completed.filter(finished_at__gte=period.start, finished_at__lt=period.end)
+    latest = in_period.order_by("-finished_at", "-id").only("id", "finished_at", "lines", "over_tolerance").first()
     qs = SyncRecord.objects.filter(workflow=RECONCILIATION_WORKFLOW)
-    in_period = qs.filter(created_at__gte=period.start, created_at__lt=period.end)
-    summary = in_period.aggregate(checked=Count("id"), variance=Count("id", filter=_failed_q()))
-    if summary["checked"] == 0 and not qs.exists():
-        return {"has_runs": False, "checked": 0, "with_variance": 0, "rate": None, "open": []}
+    if latest is None and not completed.exists() and not qs.exists():
+        return {"has_runs": False, "checked": 0, "with_variance": 0, "rate": None, "runs": 0, "run_id": None,
+                "run_finished_at": None, "open": []}
+    checked = latest.lines if latest else 0
+    with_variance = latest.over_tolerance if latest else 0
     open_rows = (qs.filter(status__in=SyncRecord.ACTIONABLE).values("currency")
                  .annotate(n=Count("id"), amount=Coalesce(Sum("amount"), Decimal("0"))).order_by("currency"))
-    return {"has_runs": True, "checked": summary["checked"], "with_variance": summary["variance"],
-            "rate": _rate(summary["variance"], summary["checked"]),
+    return {"has_runs": True, "checked": checked, "with_variance": with_variance,
+            "rate": _rate(with_variance, checked), "runs": in_period.count() if latest else 0,
+            "run_id": latest.pk if latest else None, "run_finished_at": latest.finished_at if latest else None,
             "open": [{"currency": r["currency"] or "—", "records": r["n"], "amount": r["amount"]} for r in open_rows]}
 
 

@@ -94,7 +94,26 @@ class Priced(models.Model):
         abstract = True
 
 
-class TimeEntry(Priced):
+class ApprovedEntry(Priced):
+    """What an approved PSA line (time entry or expense) shares: its id in the PSA, the service code that maps to
+    ERP dimensions, whether it is billable, when it was approved and posted. Each model keeps its own `Status`
+    (same values: priced → posted, or reversed) and `status` field: their labels differ, and a shared one would
+    need a migration."""
+
+    source_system = models.CharField(max_length=32)
+    source_id = models.CharField(max_length=100)
+    service_code = models.CharField(max_length=64, blank=True)
+    billable = models.BooleanField(default=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    posted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class TimeEntry(ApprovedEntry):
     """An approved time entry from the PSA, priced with the engagement's rate card and posted to the ERP."""
 
     class Status(models.TextChoices):
@@ -102,24 +121,16 @@ class TimeEntry(Priced):
         POSTED = "posted", "Posted"
         REVERSED = "reversed", "Reversed (unapproved or deleted in the PSA)"
 
-    source_system = models.CharField(max_length=32)
-    source_id = models.CharField(max_length=100)
     source_version = models.CharField(max_length=40, blank=True, help_text="The PSA's updated_at for this version")
     engagement = models.ForeignKey(Engagement, on_delete=models.PROTECT, related_name="time_entries")
     person = models.CharField(max_length=200)
     role = models.CharField(max_length=100)
     task = models.CharField(max_length=200, blank=True)
-    service_code = models.CharField(max_length=64, blank=True)
     work_date = models.DateField()
     hours = models.DecimalField(max_digits=8, decimal_places=2)
-    billable = models.BooleanField(default=True)
     write_off_hours = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("0"))
     rate = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
-    approved_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PRICED)
-    posted_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "time entries"
@@ -130,7 +141,7 @@ class TimeEntry(Priced):
         return f"{self.source_system}:{self.source_id} {self.hours} h"
 
 
-class ExpenseEntry(Priced):
+class ExpenseEntry(ApprovedEntry):
     """An approved expense from the PSA, converted to the engagement currency with markup, posted to the ERP."""
 
     class Status(models.TextChoices):
@@ -138,23 +149,15 @@ class ExpenseEntry(Priced):
         POSTED = "posted", "Posted"
         REVERSED = "reversed", "Reversed"
 
-    source_system = models.CharField(max_length=32)
-    source_id = models.CharField(max_length=100)
     source_version = models.CharField(max_length=40, blank=True)
     engagement = models.ForeignKey(Engagement, on_delete=models.PROTECT, related_name="expenses")
     person = models.CharField(max_length=200, blank=True)
     category = models.CharField(max_length=100)
-    service_code = models.CharField(max_length=64, blank=True)
     incurred_on = models.DateField()
     spent_amount = models.DecimalField(max_digits=18, decimal_places=2, help_text="As spent")
     spent_currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
-    billable = models.BooleanField(default=True)
     markup_pct = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("0"))
-    approved_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PRICED)
-    posted_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "expense entries"
