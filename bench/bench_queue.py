@@ -11,7 +11,8 @@
    states, held_at over 30 days, amounts, currencies, assignees, titles, error signatures and search keys
    computed by apps.sync.desk), written with PostgreSQL COPY in chunks (secondary indexes dropped first and
    rebuilt afterwards from their own definitions), then VACUUM ANALYZE. `--reuse` skips this when the table
-   already holds exactly that many records / actionable records.
+   already holds exactly that many records / actionable records; `--generate-only` stops after this step (start
+   a long generation early, measure later with `--reuse`: migrations added meanwhile are applied then).
 3. Measures server time in-process (django.test.Client + force_login, timed around client.get, so the
    template is rendered): p50 / p95 / max over --requests requests per scenario, after --warmup requests.
 4. Counts SQL queries per request (CaptureQueriesContext): a full page of 50 rows vs a filter returning 5 rows.
@@ -770,6 +771,8 @@ def parse_args(argv=None):
     p.add_argument("--try-fixes", action="store_true",
                    help="then measure again with the proposed indexes/statistics created in the bench DB and the "
                         "proposed queue/view change patched in-process (removed again at the end)")
+    p.add_argument("--generate-only", action="store_true",
+                   help="generate (or, with --reuse, keep) the table, then stop: measure later with --reuse")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -822,6 +825,9 @@ def main(argv=None) -> int:
             say(f"generated in {gen['total_s']:.0f} s (COPY {gen['copy_s']:.0f} s, indexes {gen['index_s']:.0f} s,"
                 f" VACUUM ANALYZE {gen['vacuum_s']:.0f} s); table {gen['table_size'][0]}, "
                 f"indexes {gen['table_size'][1]}")
+        if args.generate_only:
+            say("--generate-only: not measuring")
+            return 0
         info["table"] = None
         with connection.cursor() as cur:
             cur.execute("SELECT pg_size_pretty(pg_table_size('sync_syncrecord')), "

@@ -173,6 +173,93 @@ def test_the_queue_page_uses_the_same_queries_for_any_page_size(client, connecti
     assert len(few) == len(many)
 
 
+def _plan(qs) -> str:
+    """EXPLAIN of a queryset with sequential scans off: which index PostgreSQL can use for it (the test tables
+    are too small for the planner to prefer an index on its own)."""
+    sql, params = qs.query.sql_with_params()
+    with connection.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cur.fetchall())
+        cur.execute("RESET enable_seqscan")
+    return plan
+
+
+@pytest.mark.django_db
+def test_the_queue_title_search_uses_the_partial_trigram_index(connections, alice):
+    """Part of a title, in the queue (held/dead only): the planner picks desk_title_trgm, which indexes only the
+    actionable rows, so the search does not grow with the whole table (syncrecord_title_trgm does: 40 ms at 10M
+    records)."""
+    brands = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka"]
+    SyncRecord.objects.bulk_create([
+        SyncRecord(workflow="quote_to_project", stage="validate" if i % 2 == 0 else "crm_writeback",
+                   status="held" if i % 2 == 0 else "succeeded", owner_team="pmo",
+                   source_connection=connections["hubspot"], source_key=f"deal:{i}",
+                   title=f"{brands[i % 8]} {i} — ERP rollout", reason_code="missing_legal_entity" if i % 2 == 0 else "")
+        for i in range(6000)])
+    with connection.cursor() as cur:  # as autovacuum would: GIN pending lists merged, statistics taken
+        for index in ("desk_title_trgm", "syncrecord_title_trgm", "syncrecord_search_keys"):
+            cur.execute("SELECT gin_clean_pending_list(%s::regclass)", [index])
+        cur.execute("ANALYZE sync_syncrecord")
+    for params in ({"team": "any", "q": "Acme 12"}, {"team": "pmo", "q": "wonka 3"}, {"status": "held", "q": "hooli"}):
+        qs = queue.held_queryset(params, alice)
+        plan = _plan(qs.order_by().values("id"))
+        assert "desk_title_trgm" in plan and "syncrecord_title_trgm" not in plan, (params, plan)
+    # …and the global search's first half (held and dead letters) as well
+    first = queue.with_title_upper(SyncRecord.objects.filter(status__in=SyncRecord.ACTIONABLE)).filter(
+        queue.search_filter("acme 12"))
+    assert "desk_title_trgm" in _plan(first.values("id"))
+    assert q({"team": "any", "q": "Acme 12"}, alice) == {f"Acme {i} — ERP rollout" for i in range(6000)
+                                                         if i % 8 == 0 and f"Acme {i}".startswith("Acme 12")}
+
+
+@pytest.mark.django_db
+def test_the_global_search_lists_actionable_records_first(client, desk_records, alice, connections):
+    older_held = desk_records["Acme rollout"]
+    SyncRecord.objects.filter(pk=older_held.pk).update(updated_at=timezone.now() - timedelta(days=3))
+    done = make_record(connections, status="succeeded", title="Acme done",
+                       payload=canonical_payload(deal_id="4243", opportunity_name="Acme done"))
+    results = queue.global_search("acme")
+    assert [r.pk for r in results] == [older_held.pk, done.pk]  # held first although older, then the rest
+    assert len(queue.global_search("acme", limit=1)) == 1
+    assert queue.global_search("   ") == []
+
+
+@pytest.mark.django_db
+def test_search_uses_the_same_queries_for_few_and_many_results(client, connections, alice):
+    client.force_login(alice)
+    for i in range(2):
+        make_record(connections, payload=canonical_payload(deal_id=str(7000 + i), opportunity_name=f"Wonka {i}"))
+    client.get("/search/?q=Wonka")
+    with CaptureQueriesContext(connection) as few_global:
+        assert client.get("/search/?q=Wonka").status_code == 200
+    with CaptureQueriesContext(connection) as few_queue:
+        client.get("/exceptions/?team=any&q=Wonka")
+    for i in range(2, 70):
+        make_record(connections, payload=canonical_payload(deal_id=str(7000 + i), opportunity_name=f"Wonka {i}"),
+                    status="held" if i % 2 else "succeeded")
+    with CaptureQueriesContext(connection) as many_global:
+        html = client.get("/search/?q=Wonka").content.decode()
+    assert len(ids_in(html)) == 50
+    with CaptureQueriesContext(connection) as many_queue:
+        client.get("/exceptions/?team=any&q=Wonka")
+    assert len(few_global) == len(many_global)
+    assert len(few_queue) == len(many_queue)
+
+
+@pytest.mark.django_db
+def test_groups_leave_out_records_without_a_signature_and_keep_the_limit(desk_records, alice):
+    SyncRecord.objects.filter(pk=desk_records["Zeta crash"].pk).update(error_signature="")
+    qs = queue.held_queryset({"team": "any"}, alice)
+    groups = queue.groups(qs)
+    assert all(g["error_signature"] for g in groups)
+    assert sum(g["n"] for g in groups) == 5  # six held, one without a signature
+    assert len(queue.groups(qs, limit=2)) == 2
+    with CaptureQueriesContext(connection) as ctx:
+        queue.groups(qs)
+    assert len(ctx) == 2  # the groups, then one sample message per group in one query
+
+
 # ---------------------------------------------------------------- actions and the permission matrix
 
 

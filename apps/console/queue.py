@@ -143,13 +143,17 @@ def facet_counts(qs: QuerySet) -> dict[str, list[tuple[str, int]]]:
 
 
 def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
-    """Held records grouped by error signature: count, oldest, amount at stake, a sample message."""
-    rows = (qs.exclude(error_signature="")
+    """Held records grouped by error signature: count, oldest, amount at stake, a sample message.
+
+    One index-only pass over desk_groups. Records without a signature are dropped here rather than in SQL
+    (`error_signature <> ''` made the planner expect 1 % of the rows, since 99 % of the table has none), so the
+    query asks for one group more than it shows; COUNT(*) rather than COUNT(id) (nothing to check per row)."""
+    rows = (qs.order_by()
             .values("error_signature", "reason_code", "failed_system", "workflow", "stage")
-            .annotate(n=Count("id"), oldest=Min("held_at"), amount=Sum("amount"),
+            .annotate(n=Count("*"), oldest=Min("held_at"), amount=Sum("amount"),
                       currency_min=Min("currency"), currency_max=Max("currency"), sample_id=Min("id"))
-            .order_by("-n", "oldest")[:limit])
-    rows = list(rows)
+            .order_by("-n", "oldest")[:limit + 1])
+    rows = [r for r in rows if r["error_signature"]][:limit]
     samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
     from apps.sync.desk import normalise_message
 
@@ -160,8 +164,17 @@ def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
 
 
 def global_search(q: str, limit: int = 50) -> list[SyncRecord]:
-    """Any record, any status, by any id or part of its title — newest first."""
+    """Any record, any status, by any id or part of its title: held records and dead letters first (the ones a
+    person can act on), then the others, each newest first.
+
+    Both halves are one UNION ALL under one LIMIT: PostgreSQL runs the second half only if the first found fewer
+    than `limit` rows. The actionable half reads the small partial indexes (desk_title_trgm), so one common word
+    ("Acme": 1 record in 80, 125k of 10M) no longer fetches and sorts every matching row of the whole table."""
     if not q.strip():
         return []
-    qs = with_title_upper(SyncRecord.objects.all()).filter(search_filter(q))
-    return list(qs.select_related("source_connection").order_by("-updated_at", "-id")[:limit])
+    base = with_title_upper(SyncRecord.objects.all()).filter(search_filter(q)).order_by("-updated_at", "-id")
+    actionable = base.filter(status__in=SyncRecord.ACTIONABLE).values_list("id", flat=True)[:limit]
+    others = base.exclude(status__in=SyncRecord.ACTIONABLE).values_list("id", flat=True)[:limit]
+    ids = list(actionable.union(others, all=True).order_by()[:limit])
+    by_id = SyncRecord.objects.select_related("source_connection").in_bulk(ids)
+    return [by_id[i] for i in ids if i in by_id]
