@@ -433,9 +433,12 @@ def test_a_newer_event_arriving_while_the_record_is_worked_is_not_lost(live):
     process_inbox()
     token, [rec] = engine.claim(priorities=[1], limit=10)  # a worker has taken the finalized record…
     stripe_api.deliver_event(paid_event["id"])  # …when invoice.paid arrives
-    process_inbox()
-    assert InboundEvent.objects.get(event_id=paid_event["id"]).record_id == rec.pk
+    assert process_inbox()["deferred"] == 1  # it waits for the worker, rather than being overwritten or lost
+    assert InboundEvent.objects.get(event_id=paid_event["id"]).status == "received"
     assert engine.process_record(rec, token, engine.Batch()) == "succeeded"
+    assert process_inbox()["refreshed"] == 1  # the record is done: the newer state runs it again
+    assert InboundEvent.objects.get(event_id=paid_event["id"]).record_id == rec.pk
+    engine.drain("high")
     rec.refresh_from_db()
     inv.refresh_from_db()
     assert inv.status == "paid" and rec.context["source_modified_at"] == rec.current_payload["source_modified_at"]
@@ -458,3 +461,29 @@ def test_the_record_is_found_by_invoice_number_and_engagement_code(connections, 
     rec = SyncRecord.objects.get()
     assert rec.status == "succeeded", rec.message
     assert {"INV77777", e.code} <= set(rec.search_keys)
+
+
+def test_a_crm_failure_counts_against_the_crm_not_the_system_the_event_came_from(live):
+    """A Stripe invoice event writes its status to HubSpot: HubSpot's 503s open HubSpot's circuit, not Stripe's."""
+    from apps.sync import engine
+
+    e = make_engagement(channel="stripe")
+    stripe_api.configure_webhooks(mode="hold")
+    inv = invoice_milestone(e, "300.00")
+    Connection.objects.filter(kind="hubspot").update(consecutive_failures=0)
+    [finalized] = stripe_api.events_for(inv.external_id, "invoice.finalized")
+    inject("hubspot", fail_next_count=1, fail_next_status=503)
+    stripe_api.deliver_event(finalized["id"])
+    process_inbox()
+    engine.drain("high", max_seconds=10)
+    rec = SyncRecord.objects.get(workflow="invoice_payment_to_crm")
+    assert (rec.status, rec.stage, rec.failed_system) == ("retrying", "crm", "hubspot")
+    assert Connection.objects.get(kind="hubspot").consecutive_failures == 1
+    assert Connection.objects.get(kind="stripe").consecutive_failures == 0
+
+    SyncRecord.objects.filter(pk=rec.pk).update(next_attempt_at=timezone.now())
+    engine.drain("high", max_seconds=10)
+    rec.refresh_from_db()
+    assert rec.status == "succeeded", rec.message
+    assert Connection.objects.get(kind="hubspot").consecutive_failures == 0  # the streak ends with a success
+    assert deal()["handoff_invoice_status"] == "open"

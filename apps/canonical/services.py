@@ -31,8 +31,8 @@ def external_id_link(*, obj: models.Model, system: str, object_type: str, extern
 def object_by_external_id(*, model: type[models.Model], system: str, object_type: str, external_id: str):
     ct = ContentType.objects.get_for_model(model)
     link = ExternalId.objects.filter(content_type=ct, system=system, object_type=object_type,
-                                     external_id=str(external_id)).first()
-    return model.objects.filter(pk=link.object_id).first() if link else None
+                                     external_id=str(external_id)).values("object_id")[:1]
+    return model.objects.filter(pk=models.Subquery(link)).first()  # one query, not the link and then the object
 
 
 def customer_find_duplicates(*, name: str, tax_id: str, exclude_pk: int | None = None):

@@ -28,6 +28,8 @@ from apps.connectors.registry import client_class
 from apps.core.logging import log_context
 
 from . import circuit
+from apps.canonical.models import ExternalId
+
 from .models import Attempt, Connection, SyncRecord, SyncRun
 from .workflows.base import Hold, Problem, get_workflow
 
@@ -84,6 +86,12 @@ class Batch:
                                   system=role)
         return conn
 
+    def connection_for_kind(self, kind: str) -> Connection | None:
+        key = f"kind:{kind}"
+        if key not in self._by_role:
+            self._by_role[key] = Connection.objects.filter(kind=kind, enabled=True).order_by("id").first()
+        return self._by_role[key]
+
     def source_connection(self, pk: int) -> Connection:
         """Fresh once per batch, so a pause takes effect within one drain."""
         key = f"source:{pk}"
@@ -98,31 +106,76 @@ class Batch:
 
 
 class Recorder:
-    """Writes an Attempt before each call and completes it after (so a call cut short is still on record)."""
+    """Collects the attempts of one record's calls; the engine writes them in one INSERT, in the transaction that
+    commits the record's outcome. (Writing each attempt before and after its call cost two statements per call, a
+    third of a record's SQL. A call a killed worker was making is therefore not in the log; the record is worked
+    again after its lease expires, and that run's calls are.)"""
 
-    def __init__(self, record: SyncRecord, stage: str, run: SyncRun | None):
-        self.record, self.stage, self.run = record, stage, run
+    def __init__(self, record: SyncRecord, run: SyncRun | None):
+        self.record, self.run = record, run
+        self.stage = ""
+        self.pending: list[Attempt] = []
 
     def start(self, *, system, method, url, summary):
-        return Attempt.objects.create(record=self.record, run=self.run, stage=self.stage, system=system,
-                                      method=method, url=url[:500], request_summary=summary[:2000])
+        attempt = Attempt(record=self.record, run=self.run, stage=self.stage, system=system, method=method,
+                          url=url[:500], request_summary=summary[:2000], started_at=timezone.now())
+        self.pending.append(attempt)
+        return attempt
 
     def finish(self, handle, *, status, excerpt, duration_ms, outcome):
-        Attempt.objects.filter(pk=handle.pk).update(response_status=status, response_excerpt=excerpt[:2000],
-                                                    duration_ms=duration_ms, outcome=outcome)
+        handle.response_status, handle.response_excerpt = status, excerpt[:2000]
+        handle.duration_ms, handle.outcome = duration_ms, outcome
+
+    def flush(self) -> None:
+        """One multi-row INSERT (the ORM's bulk_create compiles the same statement at several times the cost)."""
+        if not self.pending:
+            return
+        from django.db import connection as db
+
+        rows, params = [], []
+        for a in self.pending:
+            rows.append("(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+            params += [a.record_id, a.run_id, a.stage, a.system, a.method, a.url, a.request_summary,
+                       a.response_status, a.response_excerpt, a.duration_ms, a.outcome, a.started_at]
+        with db.cursor() as cur:
+            cur.execute("INSERT INTO sync_attempt (record_id, run_id, stage, system, method, url, request_summary, "
+                        "response_status, response_excerpt, duration_ms, outcome, started_at) VALUES "
+                        + ",".join(rows), params)
+        self.pending = []
+
+
+class Work:
+    """What one run of a record carries from stage to stage until it is committed: the attempts made, the links
+    to external ids found, objects already loaded, and the original payload if a stage replaced it."""
+
+    def __init__(self, record: SyncRecord, run: SyncRun | None):
+        self.recorder = Recorder(record, run)
+        self.links: list[ExternalId] = []
+        self.cache: dict = {}
+        self.original: dict | None = None
+
+    def flush_links(self) -> None:
+        if self.links:
+            ExternalId.objects.bulk_create(
+                self.links, update_conflicts=True, unique_fields=["content_type", "object_id", "system", "object_type"],
+                update_fields=["external_id"])
+            self.links = []
 
 
 class StageContext:
-    def __init__(self, record: SyncRecord, stage: str, batch: Batch):
+    def __init__(self, record: SyncRecord, stage: str, batch: Batch, work: Work | None = None):
         self.record = record
         self.stage = stage
         self.batch = batch
         self.source = record.source_connection
         self.payload = dict(record.current_payload)
         self.context = dict(record.context)
-        self.original = None
+        self.work = work or Work(record, batch.run)
+        self.original = self.work.original
         self.apply_fns = []
-        self.recorder = Recorder(record, stage, batch.run)
+        self.recorder = self.work.recorder
+        self.recorder.stage = stage
+        self.cache = self.work.cache
 
     def client_for(self, connection: Connection):
         return client_class(connection.kind)(connection, self.recorder)
@@ -137,8 +190,16 @@ class StageContext:
         """Run fn in the transaction that commits this stage (canonical writes go with the stage change)."""
         self.apply_fns.append(fn)
 
+    def link(self, obj, *, system: str, object_type: str, external_id) -> None:
+        """Link obj to its id in an external system when the record's progress is next committed (idempotent)."""
+        from django.contrib.contenttypes.models import ContentType
+
+        self.work.links.append(ExternalId(content_type=ContentType.objects.get_for_model(obj), object_id=obj.pk,
+                                          system=system, object_type=object_type, external_id=str(external_id)))
+
     def set_original(self, payload: dict) -> None:
         self.original = dict(payload)
+        self.work.original = self.original
 
 
 def summary_fields(record: SyncRecord, payload: dict, context: dict) -> dict:
@@ -172,7 +233,8 @@ def summary_fields(record: SyncRecord, payload: dict, context: dict) -> dict:
     return out
 
 
-def _commit(record: SyncRecord, token: uuid.UUID, fields: dict, apply_fns=()) -> None:
+def _commit(record: SyncRecord, token: uuid.UUID, fields: dict, apply_fns=(), work: Work | None = None) -> None:
+    """Write the record's progress, guarded by the lease, with what the stages collected (one transaction)."""
     now = timezone.now()
     with transaction.atomic():
         for fn in apply_fns:
@@ -180,6 +242,10 @@ def _commit(record: SyncRecord, token: uuid.UUID, fields: dict, apply_fns=()) ->
         n = SyncRecord.objects.filter(pk=record.pk, lease_token=token).update(updated_at=now, **fields)
         if n == 0:
             raise LeaseLost(record.pk)
+        if work is not None:
+            work.recorder.flush()
+            work.flush_links()
+            work.original = None
 
 
 CLEAR_REASON = {"reason_code": "", "message": "", "fault_fields": [], "failed_system": "", "system_message": "",
@@ -194,6 +260,7 @@ def _hold_fields(wf, problems: list[Problem], ctx: StageContext) -> dict:
     message = " ".join(p.message for p in problems)
     stage = wf.stage(ctx.stage)
     return {
+        "stage": ctx.stage,
         "error_signature": error_signature(first.reason, first.system, first.message),
         "target_system": first.system if first.system not in ("", "handoff") else stage.system_role,
         "status": SyncRecord.Status.HELD, "reason_code": first.reason, "message": message[:4000],
@@ -213,8 +280,8 @@ def backoff_seconds(connection: Connection | None, attempt: int, retry_after: fl
     return max(delay, retry_after or 0.0)
 
 
-def _renew_lease(record: SyncRecord, token: uuid.UUID) -> None:
-    """Extend our lease before working the record, if it is still ours.
+def _renew_lease(record: SyncRecord, token: uuid.UUID) -> float:
+    """Extend our lease before working the record, if it is still ours; returns when to renew it next.
 
     The lease was taken when the batch was claimed; a record waits its turn in the batch, and if its lease expired
     meanwhile another worker may have claimed it. Calling anyone for it then would run its stage twice at once
@@ -223,53 +290,79 @@ def _renew_lease(record: SyncRecord, token: uuid.UUID) -> None:
         lease_expires_at=timezone.now() + timedelta(seconds=settings.HANDOFF_LEASE_SECONDS))
     if n == 0:
         raise LeaseLost(record.pk)
+    return _renew_due()
 
 
-def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
-    """Run the record's stages from where it stands. Returns succeeded / held / retrying / lost."""
+def _renew_due() -> float:
+    # renewed once half the lease has passed: until then nobody else can have claimed the record (a claim needs
+    # an expired lease), whatever the clock skew between workers, so the UPDATE is only paid by slow records
+    return time.monotonic() + settings.HANDOFF_LEASE_SECONDS / 2
+
+
+def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch, *, renew_at: float = 0.0) -> str:
+    """Run the record's stages from where it stands. Returns succeeded / held / retrying / lost.
+
+    A stage's result is committed with the stage change when the stage has canonical writes to make (its
+    on_commit functions) and at the end; stages in between only call idempotent downstream APIs, so if the worker
+    dies before the next commit the record is worked again from its last committed stage and nothing is
+    duplicated. That keeps a record to a few statements: its attempts and external-id links are written in one
+    INSERT each, with the outcome."""
     wf = get_workflow(record.workflow)
     stage_name = record.stage
+    work = Work(record, batch.run)
+    progressed = False  # a stage succeeded in this run: a later failure starts the attempt count afresh
     try:
-        _renew_lease(record, token)
         while True:
+            if time.monotonic() >= renew_at:
+                renew_at = _renew_lease(record, token)
             stage = wf.stage(stage_name)
-            ctx = StageContext(record, stage_name, batch)
+            ctx = StageContext(record, stage_name, batch, work)
             paused = _paused_connection(record, stage, batch)
             if paused is not None:
                 # a paused system makes its records wait, not fail: no attempt is spent
                 _commit(record, token, {
-                    "status": SyncRecord.Status.RETRYING, "lease_token": None, "lease_expires_at": None,
+                    "stage": stage_name, "status": SyncRecord.Status.RETRYING, "lease_token": None,
+                    "lease_expires_at": None,
                     "next_attempt_at": timezone.now() + timedelta(seconds=PAUSE_RECHECK_SECONDS),
                     "reason_code": "connection_paused", "failed_system": paused.kind,
                     "message": f"Waiting: {paused.name} is paused"
                                f"{' (' + paused.paused_reason + ')' if paused.paused_reason else ''}.",
-                    "context": ctx.context, "current_payload": ctx.payload})
+                    "context": ctx.context, "current_payload": ctx.payload,
+                    **({"original_payload": ctx.original} if ctx.original is not None else {}),
+                    **({"attempts": 0} if progressed else {})}, work=work)
                 return "waiting"
             try:
                 stage.run(ctx)
             except Hold as hold:
-                _commit(record, token, _hold_fields(wf, hold.problems, ctx))
+                _commit(record, token, _hold_fields(wf, hold.problems, ctx), work=work)
                 _notify_source_of_hold(wf, ctx, hold.problems)
+                work.recorder.flush()  # the notice's call
                 return "held"
             except DownstreamError as exc:
                 if exc.permanent:
                     reason = "downstream_auth" if exc.status in (401, 403) else "downstream_validation"
                     problem = Problem(reason, f"{exc.system or 'The system'} refused the request: {exc.message}",
                                       [], exc.system, exc.message)
-                    _commit(record, token, _hold_fields(wf, [problem], ctx))
+                    _commit(record, token, _hold_fields(wf, [problem], ctx), work=work)
                     return "held"
-                return _retry_or_hold(wf, record, token, ctx, stage, exc, batch)
+                return _retry_or_hold(wf, record, token, ctx, stage, exc, batch, progressed)
             except (LeaseLost, KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # a bug: hold the record for an admin, keep the batch going
                 log.exception("stage %s failed for record %s", stage_name, record.pk)
                 problem = Problem("internal_error", f"Handoff failed at stage “{stage.label}”: {exc}", [],
                                   "handoff", traceback.format_exc()[-3000:])
-                _commit(record, token, _hold_fields(wf, [problem], ctx))
+                _commit(record, token, _hold_fields(wf, [problem], ctx), work=work)
                 return "held"
             if stage.system_role:
-                circuit.record_success(_stage_connection(record, stage, batch))
+                for conn in _called_connections(record, stage, batch, work):
+                    circuit.record_success(conn)
+            progressed = True
             nxt = wf.next_stage(stage_name)
+            record.current_payload, record.context = ctx.payload, ctx.context
+            if nxt is not None and not ctx.apply_fns:
+                stage_name = nxt  # nothing canonical to write: carry on, commit with a later stage
+                continue
             fields = {"stage": nxt or stage_name, "context": ctx.context, "current_payload": ctx.payload,
                       "attempts": 0, **summary_fields(record, ctx.payload, ctx.context),
                       "lease_expires_at": timezone.now() + timedelta(seconds=settings.HANDOFF_LEASE_SECONDS)}
@@ -278,8 +371,8 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch) -> str:
             if nxt is None:
                 fields.update(status=SyncRecord.Status.SUCCEEDED, completed_at=timezone.now(), lease_token=None,
                               lease_expires_at=None, next_attempt_at=None, **CLEAR_REASON)
-            _commit(record, token, fields, ctx.apply_fns)
-            record.current_payload, record.context = ctx.payload, ctx.context
+            _commit(record, token, fields, ctx.apply_fns, work=work)
+            renew_at = _renew_due()
             if nxt is None:
                 return "succeeded"
             stage_name = nxt
@@ -292,14 +385,26 @@ PAUSE_RECHECK_SECONDS = 30
 
 
 def _stage_connection(record: SyncRecord, stage, batch: Batch) -> Connection | None:
+    """The connection a stage calls, for pause and circuit accounting. A "crm" stage of a record that came from
+    the CRM calls that CRM; one of a record from elsewhere (a Stripe invoice event writing its status to HubSpot
+    and Salesforce) calls whichever CRM the linked objects live in, so it is known only from its calls."""
     if not stage.system_role:
         return None
     if stage.system_role == "crm":
-        return batch.source_connection(record.source_connection_id)
+        source = batch.source_connection(record.source_connection_id)
+        return source if source.role == "crm" else None
     try:
         return batch.connection_for_role(stage.system_role)
     except DownstreamError:
         return None
+
+
+def _called_connections(record: SyncRecord, stage, batch: Batch, work: Work) -> list[Connection]:
+    conn = _stage_connection(record, stage, batch)
+    if conn is not None:
+        return [conn]
+    kinds = {a.system for a in work.recorder.pending if a.stage == stage.name and a.outcome == "ok"}
+    return [c for c in (batch.connection_for_kind(k) for k in sorted(kinds)) if c is not None]
 
 
 def _paused_connection(record: SyncRecord, stage, batch: Batch) -> Connection | None:
@@ -322,16 +427,15 @@ def _notify_source_of_hold(wf, ctx: StageContext, problems: list[Problem]) -> No
         log.exception("hold write-back failed for record %s", ctx.record.pk)
 
 
-def _retry_or_hold(wf, record, token, ctx, stage, exc: DownstreamError, batch: Batch) -> str:
-    attempts = record.attempts + 1
-    try:
-        conn = batch.connection_for_role(stage.system_role) if stage.system_role not in ("", "crm") \
-            else record.source_connection
-    except DownstreamError:
-        conn = None
+def _retry_or_hold(wf, record, token, ctx, stage, exc: DownstreamError, batch: Batch, progressed: bool = False) -> str:
+    attempts = (0 if progressed else record.attempts) + 1
+    # the failure counts against the system that failed (a stage may call several), else the stage's own
+    conn = _stage_connection(record, stage, batch)
+    if exc.system and (conn is None or conn.kind != exc.system):
+        conn = batch.connection_for_kind(exc.system) or conn
     if conn is not None:
         circuit.record_failure(conn, exc.message)
-    max_attempts = conn.max_attempts if conn else 5
+    max_attempts = (conn or record.source_connection).max_attempts
     if attempts >= max_attempts:
         # retries exhausted: a dead letter, for an integration admin to replay when the system is back
         problem = Problem("downstream_unavailable",
@@ -340,17 +444,18 @@ def _retry_or_hold(wf, record, token, ctx, stage, exc: DownstreamError, batch: B
                           exc.message)
         fields = _hold_fields(wf, [problem], ctx)
         fields.update(attempts=attempts, status=SyncRecord.Status.DEAD, owner_team="integration_admin")
-        _commit(record, token, fields)
+        _commit(record, token, fields, work=ctx.work)
         return "dead"
-    delay = backoff_seconds(conn, attempts, exc.retry_after)
+    delay = backoff_seconds(conn or record.source_connection, attempts, exc.retry_after)
     _commit(record, token, {
+        "stage": ctx.stage,
         "status": SyncRecord.Status.RETRYING, "attempts": attempts, "lease_token": None, "lease_expires_at": None,
         "next_attempt_at": timezone.now() + timedelta(seconds=delay), "context": ctx.context,
         "current_payload": ctx.payload, "reason_code": "downstream_unavailable",
         "message": f"{exc.message}; retry {attempts} of {max_attempts - 1} in {delay:.0f} s",
         "failed_system": exc.system, "system_message": exc.message[:4000],
         **({"original_payload": ctx.original} if ctx.original is not None else {}),
-    })
+    }, work=ctx.work)
     return "retrying"
 
 
@@ -365,6 +470,7 @@ def drain(queue_name: str = "default", *, max_seconds: float = 30.0, run: SyncRu
     counts: Counter = Counter()
     deadline = time.monotonic() + max_seconds
     while True:
+        claimed_at = time.monotonic()
         token, records = claim(priorities=priorities, limit=batch_size)
         if not records:
             break
@@ -374,7 +480,8 @@ def drain(queue_name: str = "default", *, max_seconds: float = 30.0, run: SyncRu
         for record in records:
             with log_context(correlation_id=str(record.correlation_id), record_id=record.pk,
                              connection=record.source_connection.slug):
-                counts[process_record(record, token, batch)] += 1
+                counts[process_record(record, token, batch,
+                                      renew_at=claimed_at + settings.HANDOFF_LEASE_SECONDS / 2)] += 1
         if time.monotonic() > deadline:
             wake(f"records:{queue_name}")
             break

@@ -479,9 +479,10 @@ def _write_crm(ctx) -> None:
 def newer_linked_payload(ctx) -> dict | None:
     """The payload of an event for this record that is newer than the one being processed, if any.
 
-    The inbox links an event that arrives while its record is being worked to the record, but cannot re-run a
-    record in progress (it re-runs only succeeded ones): without this check that newer state (say invoice.paid
-    arriving a second after invoice.finalized) would wait for yet another event."""
+    An event that arrives while its record is being worked waits in the inbox and re-runs the record once it is
+    done (apps/sync/intake.py); one that arrives while the record is held after a person edited it is linked to
+    the record without re-running it, so that person's fix is not thrown away. When the record is resubmitted,
+    this picks that newer state up (say invoice.paid that arrived while invoice.finalized was held)."""
     from apps.sync.models import InboundEvent
 
     current = str(ctx.payload.get("source_modified_at") or "")

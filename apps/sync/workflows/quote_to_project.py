@@ -233,6 +233,7 @@ def stage_validate(ctx) -> None:
                     "correlation_id": ctx.record.correlation_id},
         )
         ctx.context.update(customer_id=customer.pk, engagement_id=engagement.pk, engagement_code=engagement.code)
+        ctx.cache.update(customer=customer, engagement=engagement)  # the next stages need them, not a re-read
 
     ctx.on_commit(apply)
 
@@ -245,8 +246,17 @@ def _erp_hold(exc: DownstreamError, what: str) -> Hold:
                          [fault] if fault else [], exc.system, exc.message)])
 
 
+def _cached(ctx, key: str, load):
+    """An object an earlier stage of this run loaded or wrote (else read it now)."""
+    obj = ctx.cache.get(key)
+    if obj is None:
+        obj = ctx.cache[key] = load()
+    return obj
+
+
 def stage_erp_customer(ctx) -> None:
-    customer = Customer.objects.select_related("legal_entity", "payment_terms").get(pk=ctx.context["customer_id"])
+    customer = _cached(ctx, "customer", lambda: Customer.objects.select_related("legal_entity", "payment_terms")
+                       .get(pk=ctx.context["customer_id"]))
     client = ctx.client_for_role("erp")
     fields = {
         "companyName": customer.name,
@@ -264,12 +274,12 @@ def stage_erp_customer(ctx) -> None:
             raise _erp_hold(exc, "create the customer")
         raise
     ctx.context["erp_customer_id"] = internal_id
-    ctx.on_commit(lambda: canonical.external_id_link(obj=customer, system=client.system, object_type="customer",
-                                                     external_id=internal_id))
+    ctx.link(customer, system=client.system, object_type="customer", external_id=internal_id)
 
 
 def stage_psa_project(ctx) -> None:
-    engagement = Engagement.objects.select_related("customer").get(pk=ctx.context["engagement_id"])
+    engagement = _cached(ctx, "engagement", lambda: Engagement.objects.select_related("customer", "legal_entity")
+                         .get(pk=ctx.context["engagement_id"]))
     client = ctx.client_for_role("psa")
     try:
         ws_id = client.find_workspace(engagement.code)
@@ -290,12 +300,12 @@ def stage_psa_project(ctx) -> None:
                                 [], exc.system, exc.message)])
         raise
     ctx.context["psa_project_id"] = ws_id
-    ctx.on_commit(lambda: canonical.external_id_link(obj=engagement, system=client.system, object_type="workspace",
-                                                     external_id=ws_id))
+    ctx.link(engagement, system=client.system, object_type="workspace", external_id=ws_id)
 
 
 def stage_erp_project(ctx) -> None:
-    engagement = Engagement.objects.select_related("legal_entity").get(pk=ctx.context["engagement_id"])
+    engagement = _cached(ctx, "engagement", lambda: Engagement.objects.select_related("customer", "legal_entity")
+                         .get(pk=ctx.context["engagement_id"]))
     client = ctx.client_for_role("erp")
     try:
         job_id = client.upsert_job(f"HO-{engagement.key}", {
@@ -310,8 +320,7 @@ def stage_erp_project(ctx) -> None:
             raise _erp_hold(exc, "create the project (job)")
         raise
     ctx.context["erp_project_id"] = job_id
-    ctx.on_commit(lambda: canonical.external_id_link(obj=engagement, system=client.system, object_type="job",
-                                                     external_id=job_id))
+    ctx.link(engagement, system=client.system, object_type="job", external_id=job_id)
 
 
 def stage_crm_writeback(ctx) -> None:
