@@ -269,3 +269,33 @@ def test_a_batch_of_mixed_deals_ends_with_every_record_terminal_and_nothing_dupl
     assert sandbox_count("netsuite", "job") == 12
     # one ERP customer per succeeded record, plus the one whose tax id the ERP refused
     assert sandbox_count("netsuite", "customer") == 12
+
+
+def test_a_record_costs_a_bounded_number_of_sql_statements_and_its_calls_are_logged_in_order(deliverer):
+    """Performance is a feature: the engine commits a record's progress with the stages that write canonical data
+    and at the end, and writes its attempts and links in one INSERT each — not two statements per call."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.sync import engine, intake
+
+    rng = random.Random(41)
+    for _ in range(6):
+        deliverer.deliver(make_opportunity(rng, "good"), via="hubspot")
+    intake.process_inbox()
+    with CaptureQueriesContext(connection) as q:
+        counts = engine.drain("default")
+    assert counts["succeeded"] == 6
+    statements = [x for x in q.captured_queries if x["sql"] not in ("BEGIN", "COMMIT")]
+    # 14 a record (36 before the engine batched its writes), plus what a drain reads once: claims, connections,
+    # reference data
+    assert len(statements) <= 14 * 6 + 10, len(statements)
+    assert sum(x["sql"] == "COMMIT" for x in q.captured_queries) <= 2 + 2 * 6  # two claims, then two per record
+    record = SyncRecord.objects.order_by("pk").first()
+    calls = list(Attempt.objects.filter(record=record).order_by("started_at", "id")
+                 .values_list("stage", "system", "method"))
+    assert [c[0] for c in calls] == ["fetch", "fetch", "erp_customer", "psa_project", "psa_project", "erp_project",
+                                     "crm_writeback"]
+    assert calls[0] == ("fetch", "hubspot", "GET") and calls[-1] == ("crm_writeback", "hubspot", "PATCH")
+    assert all(a.duration_ms is not None and a.outcome == "ok" for a in Attempt.objects.filter(record=record))
+    assert sandbox_count("netsuite", "customer") == sandbox_count("kantata", "workspace") == 6
