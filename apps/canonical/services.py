@@ -45,11 +45,14 @@ def customer_find_duplicates(*, name: str, tax_id: str, exclude_pk: int | None =
 
 
 def customer_upsert(*, source_role: str, system: str, account_id: str, fields: dict,
-                    customer: Customer | None = None) -> Customer:
-    """Create or update the customer known in `system` as `account_id` (CRM-owned fields only)."""
+                    customer: Customer | None = None, known_new: bool = False) -> Customer:
+    """Create or update the customer known in `system` as `account_id` (CRM-owned fields only). `known_new`: the
+    caller has just looked the account up and found no customer (a concurrent creator still meets the link's
+    unique constraint)."""
     assert_may_write("customer", source_role)
-    customer = customer or object_by_external_id(model=Customer, system=system, object_type="account",
-                                                 external_id=account_id)
+    if customer is None and not known_new:
+        customer = object_by_external_id(model=Customer, system=system, object_type="account",
+                                         external_id=account_id)
     if customer is None:
         customer = Customer.objects.create(**fields)
     else:

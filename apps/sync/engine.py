@@ -360,8 +360,12 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch, *, renew_
             progressed = True
             nxt = wf.next_stage(stage_name)
             record.current_payload, record.context = ctx.payload, ctx.context
-            if nxt is not None and not ctx.apply_fns:
-                stage_name = nxt  # nothing canonical to write: carry on, commit with a later stage
+            if nxt is not None and (not ctx.apply_fns or stage.idempotent_writes):
+                if ctx.apply_fns:  # written now (a later stage reads them); written again harmlessly if re-run
+                    with transaction.atomic():
+                        for fn in ctx.apply_fns:
+                            fn()
+                stage_name = nxt  # the record's progress is committed with a later stage
                 continue
             fields = {"stage": nxt or stage_name, "context": ctx.context, "current_payload": ctx.payload,
                       "attempts": 0, **summary_fields(record, ctx.payload, ctx.context),

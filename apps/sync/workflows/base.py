@@ -31,6 +31,9 @@ class Stage:
     label: str
     run: Callable  # run(ctx) -> None; mutates ctx.context / ctx.payload, may raise Hold or DownstreamError
     system_role: str = ""  # the role of the system it calls (for the board), "" for Handoff's own steps
+    # its canonical writes (on_commit functions) are idempotent upserts: the engine commits them on their own and
+    # the record's progress with a later stage, instead of a commit of the record for this stage too
+    idempotent_writes: bool = False
 
 
 @dataclass

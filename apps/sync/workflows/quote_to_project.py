@@ -80,7 +80,8 @@ def _account_customer(payload: dict, source_kind: str) -> Customer | None:
                                            external_id=account_id)
 
 
-def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = None) -> list[Problem]:
+def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = None,
+             found: dict | None = None) -> list[Problem]:
     """Every rule a closed-won opportunity must pass before anything is written anywhere."""
     ref = ref or Reference.load()
     name = payload.get("opportunity_name") or "this opportunity"
@@ -145,6 +146,8 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
                                     "The customer chosen to link to no longer exists.", ["duplicate_resolution"]))
     elif resolution != "new" and account.get("name") and account.get("tax_id"):
         own = _account_customer(payload, source_kind)
+        if found is not None:
+            found["customer"] = own  # the stage writes to it, without looking it up again
         dups = list(canonical.customer_find_duplicates(name=account["name"], tax_id=account["tax_id"],
                                                        exclude_pk=own.pk if own else None)[:3])
         if dups:
@@ -204,7 +207,8 @@ def stage_fetch(ctx) -> None:
 
 
 def stage_validate(ctx) -> None:
-    problems = validate(ctx.payload, source_kind=ctx.source.kind, ref=ctx.reference(Reference))
+    found: dict = {}
+    problems = validate(ctx.payload, source_kind=ctx.source.kind, ref=ctx.reference(Reference), found=found)
     if problems:
         raise Hold(problems)
     p = ctx.payload
@@ -214,10 +218,11 @@ def stage_validate(ctx) -> None:
     def apply():
         account = p["account"]
         resolution = p.get("duplicate_resolution") or ""
-        linked = Customer.objects.get(pk=int(resolution[5:])) if resolution.startswith("link:") else None
+        linked = (Customer.objects.get(pk=int(resolution[5:])) if resolution.startswith("link:")
+                  else found.get("customer"))
         customer = canonical.customer_upsert(
             source_role="crm", system=ctx.source.kind, account_id=account["id"] or f"opp-{p['opportunity_id']}",
-            customer=linked,
+            customer=linked, known_new=linked is None and "customer" in found and bool(account["id"]),
             fields={"name": account["name"].strip(), "tax_id": account["tax_id"].strip(),
                     "country": account.get("country", ""), "currency": p["currency"],
                     "payment_terms": ref.terms[p["billing_terms"]], "legal_entity": le},
@@ -363,7 +368,7 @@ WORKFLOW = register(Workflow(
     label="Quote to project",
     stages=[
         Stage("fetch", "Fetch from CRM", stage_fetch, "crm"),
-        Stage("validate", "Validate", stage_validate),
+        Stage("validate", "Validate", stage_validate, idempotent_writes=True),  # upserts by CRM id
         Stage("erp_customer", "Customer in ERP", stage_erp_customer, "erp"),
         Stage("psa_project", "Project in PSA", stage_psa_project, "psa"),
         Stage("erp_project", "Project (job) in ERP", stage_erp_project, "erp"),
