@@ -20,5 +20,8 @@ cron.register(reconcile_nightly, queue_name="low", cron="0 2 * * *", name="recon
 
 from apps.forecast.jobs import scheduled_refresh  # noqa: E402
 
-# actuals to forecast: an hourly full export to the forecasting tool (skipped while one is still open)
+# actuals to forecast: an hourly full export to the forecasting tool. rqcron runs an interval job as soon as the
+# scheduler starts, too: this first run (like any) is skipped while a full refresh is open or one succeeded in the
+# last 30 minutes (demo_setup queues one just before), and without a forecasting connection it records a skipped
+# refresh instead of failing (apps/forecast/services.schedule)
 cron.register(scheduled_refresh, queue_name="low", interval=3600, name="forecast")

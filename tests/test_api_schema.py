@@ -68,8 +68,19 @@ def test_the_schema_describes_what_the_callback_answers(client, db):
     assert post["operationId"] == "callback_receive"
     assert {"200", "202", "400", "401", "403", "404", "413", "415"} <= set(post["responses"])
     assert {"application/json", "text/xml"} <= set(post["requestBody"]["content"])
-    headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
-    assert headers == {"X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp"}
+    headers = {p["name"]: p for p in post["parameters"] if p["in"] == "header"}
+    # every sender's signature headers: HubSpot, Standard Webhooks (Kantata, NetSuite), Stripe — none required
+    assert set(headers) == {"X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp", "webhook-id",
+                            "webhook-timestamp", "webhook-signature", "Stripe-Signature"}
+    assert not any(h.get("required") for h in headers.values())
+    assert "Kantata" in headers["webhook-signature"]["description"]
+    assert "NetSuite" in headers["webhook-id"]["description"]
+    for system in ("HubSpot", "Salesforce", "Kantata", "NetSuite", "Stripe", "Standard Webhooks"):
+        assert system in post["description"], system
+    # HubSpot posts an array of events; Kantata, NetSuite and Stripe one event object
+    json_body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert {s["type"] for s in json_body["oneOf"]} == {"array", "object"}
+    assert "Stripe-Signature" in post["responses"]["401"]["description"]
     assert {"connection"} == {p["name"] for p in post["parameters"] if p["in"] == "path"}
     # the records list needs a login; the callback is authenticated by the sender's signature instead
     assert schema["paths"][RECORDS]["get"]["security"] != [{}]

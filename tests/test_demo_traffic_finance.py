@@ -128,6 +128,18 @@ def test_the_finance_burst_and_trickle_go_end_to_end_with_every_hold_and_nothing
     deal = SandboxObject.objects.get(system="hubspot", object_type="deals",
                                      pk=int(traffic.targets["stripe"].opportunity_id)).data["properties"]
     assert deal["handoff_payment_status"] == "disputed"  # the engagement has a disputed invoice
+    # the Salesforce-won engagement's NetSuite invoice reached its opportunity and its Account (which
+    # Deliverer.create_salesforce created with the opportunity, as the Salesforce sandbox stores it)
+    ms = traffic.targets["milestone"]
+    opp = SandboxObject.objects.get(system="salesforce", object_type="Opportunity",
+                                    external_key=ms.opportunity_id).data["fields"]
+    account = SandboxObject.objects.get(system="salesforce", object_type="Account",
+                                        external_key=opp["AccountId"]).data["fields"]
+    assert account["Name"] == opp["Account_Name__c"] and account["Id"] == opp["AccountId"]
+    assert opp["Invoice_Number__c"] == ns_invoice.number and account["Open_Invoices__c"] == 1
+    # live time and expenses bill with the demo firm's own service codes, posted to the sandbox ERP's segments
+    assert set(TimeEntry.objects.filter(status="posted").values_list("service_code", flat=True)) == {"CONS"}
+    assert set(ExpenseEntry.objects.filter(status="posted").values_list("service_code", flat=True)) == {"EXP"}
 
 
     # the trickle: one item at a time on the same engagements, all worked, still nothing duplicated

@@ -402,3 +402,49 @@ def test_the_scheduled_job_queues_one_refresh_and_logs_its_run(connections):
     assert scheduled_refresh() == {"skipped_open_refresh": 1}
     assert ForecastRefresh.objects.count() == 1
     assert list(SyncRun.objects.values_list("kind", "status")) == [("forecast:schedule", "completed")] * 2
+
+
+def test_the_schedule_starts_no_second_refresh_while_one_is_open_or_just_succeeded(connections):
+    """demo_setup queues a refresh, and rqcron runs the hourly job at once when the scheduler starts: one refresh."""
+    from apps.forecast.jobs import scheduled_refresh
+
+    first = services.request_refresh(trigger="on_demand")
+    assert scheduled_refresh() == {"skipped_open_refresh": 1}  # the worker has not finished it yet
+    now = timezone.now()
+    ForecastRefresh.objects.filter(pk=first.pk).update(status="succeeded", as_of=now, finished_at=now)
+    SyncRecord.objects.filter(pk=first.sync_record_id).update(status="succeeded")
+    assert scheduled_refresh() == {"skipped_fresh_refresh": 1}  # it has: the figures are fresh
+    assert ForecastRefresh.objects.count() == 1
+
+    # an hour later the schedule refreshes again
+    later = now + timedelta(minutes=59)
+    refresh, outcome = services.schedule(now=later)
+    assert outcome == "queued" and refresh.trigger == "schedule"
+    assert ForecastRefresh.objects.count() == 2
+
+
+def test_without_a_forecast_connection_the_hourly_job_records_a_skip_on_the_board_and_does_not_fail(connections,
+                                                                                                     bob):
+    from apps.forecast.jobs import scheduled_refresh
+    from apps.sync.models import SyncRun
+
+    Connection.objects.filter(role="forecast").update(enabled=False)
+
+    assert scheduled_refresh() == {"skipped_not_configured": 1}  # no exception: no failed RQ job
+    assert scheduled_refresh() == {"skipped_not_configured": 1}
+    assert list(SyncRun.objects.values_list("kind", "status")) == [("forecast:schedule", "completed")] * 2
+    [skip] = ForecastRefresh.objects.all()  # one row while it lasts, brought up to date
+    assert (skip.status, skip.trigger, skip.sync_record_id) == ("skipped", "schedule", None)
+    assert "No enabled forecasting connection" in skip.error and skip.finished_at >= skip.started_at
+    assert not SyncRecord.objects.exists()
+    status = services.board_status()
+    assert (status.state, status.stale) == ("skipped", True) and "No enabled forecasting" in status.message
+    client = Client()
+    client.force_login(bob)
+    html = client.get("/boards/").content.decode()
+    assert 'data-state="skipped"' in html and "No enabled forecasting connection" in html
+
+    # once the connection is there, the next hourly run refreshes
+    Connection.objects.filter(role="forecast").update(enabled=True)
+    assert scheduled_refresh()["queued"] == 1
+    assert services.board_status().state == "queued"

@@ -28,15 +28,31 @@ class CallbackErrorSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="Why the callback was refused")
 
 
-# what each refusal means (HubSpot: JSON {"error": …}; Salesforce: a SOAP fault with the same reason, text/xml)
+# what each refusal means (JSON {"error": …}; Salesforce: a SOAP fault with the same reason, text/xml)
 CALLBACK_REFUSALS = {
-    400: "Malformed body (JSON/XML), or not an event the system sends",
-    401: "Missing, bad or stale signature (HubSpot), or wrong org id (Salesforce)",
+    400: "Malformed body (JSON/XML, invalid UTF-8), not an event the system sends, or a field the workflow needs "
+         "missing or malformed",
+    401: "Missing, bad or stale signature (HubSpot X-HubSpot-Signature-v3; Kantata and NetSuite webhook-signature; "
+         "Stripe Stripe-Signature), no signing secret configured on the connection, or wrong org id (Salesforce)",
     403: "The connection is disabled",
-    404: "Unknown connection, or one that receives no callbacks",
+    404: "Unknown connection, or one that receives no callbacks (Anaplan)",
     413: "Body over HANDOFF_MAX_CALLBACK_BYTES",
-    415: "Wrong content type (HubSpot: application/json; Salesforce: text/xml)",
+    415: "Wrong content type (HubSpot, Kantata, NetSuite, Stripe: application/json; Salesforce: text/xml)",
 }
+# the signature headers, per sending system (all optional in the schema: which ones apply depends on the connection)
+CALLBACK_HEADERS = [
+    ("X-HubSpot-Signature-v3", "HubSpot: base64(HMAC-SHA256(client secret, POST + full URI + body + timestamp))"),
+    ("X-HubSpot-Request-Timestamp", "HubSpot: when it was signed, Unix milliseconds; older than 5 minutes is "
+                                    "refused"),
+    ("webhook-id", "Kantata, NetSuite (Standard Webhooks): the message id, the same on every retry (a redelivery "
+                   "is stored once)"),
+    ("webhook-timestamp", "Kantata, NetSuite (Standard Webhooks): Unix seconds; more than 300 s away from now is "
+                          "refused"),
+    ("webhook-signature", "Kantata, NetSuite (Standard Webhooks): space-separated v1,<base64 HMAC-SHA256(secret, "
+                          "<webhook-id>.<webhook-timestamp>.<body>)> entries; any one may match"),
+    ("Stripe-Signature", "Stripe: t=<unix seconds>,v1=<hex HMAC-SHA256(whsec_… secret, <t>.<body>)>[,v1=…]; any "
+                         "v1 may match; a t older than 300 s is refused"),
+]
 SALESFORCE_OUTBOUND_EXAMPLE = (
     '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
     ' xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
@@ -77,18 +93,29 @@ class CallbackAcceptedSerializer(serializers.Serializer):
 
 
 class CallbackView(APIView):
-    """Receives a source system's native callback for one connection.
+    """Receives a source system's native callback for one connection, verified the way that system signs it.
 
     HubSpot (webhooks v3): a JSON array of events signed with `X-HubSpot-Signature-v3` and
-    `X-HubSpot-Request-Timestamp` (milliseconds; refused when older than 5 minutes). Answered 202 when new
-    events were stored, 200 when every event was a redelivery or ignored.
+    `X-HubSpot-Request-Timestamp` (milliseconds; refused when older than 5 minutes).
 
-    Salesforce (Outbound Messages): a SOAP `notifications` envelope whose `OrganizationId` must be the
-    connection's org; answered with the SOAP `Ack` (also for redeliveries), or a SOAP fault with a 4xx.
+    Salesforce (Outbound Messages): a SOAP `notifications` envelope (`text/xml`) whose `OrganizationId` must be
+    the connection's org; answered with the SOAP `Ack` (also for redeliveries), or a SOAP fault with a 4xx.
 
-    Every refusal is a 4xx with the reason, and is stored for the integration admin: 401 bad/missing/stale
-    signature or wrong org, 400 malformed JSON/XML, 404 unknown connection, 413 oversize body, 415 wrong content
-    type. Processing happens in background jobs.
+    Kantata (PSA: approved time and expenses, completed milestones) and NetSuite (ERP: invoices and customer
+    payments): one JSON event per request, `{"type": …, "timestamp": …, "data": {…}}`, signed per the
+    Standard Webhooks specification with `webhook-id` (the event id: a redelivery is stored once),
+    `webhook-timestamp` (Unix seconds, at most 300 s away) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
+    "<id>.<timestamp>.<body>">`, space-separated; any one may match), with the connection's signing secret.
+
+    Stripe (billing): Stripe's native event JSON, verified as Stripe documents it: `Stripe-Signature:
+    t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with the endpoint's `whsec_…` secret (any `v1` may
+    match; a `t` older than 300 s is refused).
+
+    JSON callbacks are answered 202 when new events were stored, 200 when every event was a redelivery or
+    ignored. Every refusal is a 4xx with the reason, and is stored for the integration admin: 401 bad, missing or
+    stale signature, no signing secret configured, or wrong org; 400 malformed JSON/XML or a missing field; 403
+    disabled connection; 404 unknown connection; 413 oversize body; 415 wrong content type. Processing happens
+    in background jobs.
     """
 
     authentication_classes: list = []
@@ -97,21 +124,23 @@ class CallbackView(APIView):
 
     @extend_schema(
         operation_id="callback_receive",
-        request={"application/json": build_array_type(build_basic_type(OpenApiTypes.OBJECT)),
+        # JSON: HubSpot sends an array of events; Kantata, NetSuite and Stripe one event object per request
+        request={"application/json": {"oneOf": [build_array_type(build_basic_type(OpenApiTypes.OBJECT)),
+                                                build_basic_type(OpenApiTypes.OBJECT)]},
                  "text/xml": OpenApiTypes.STR},
-        parameters=[
-            OpenApiParameter("X-HubSpot-Signature-v3", str, OpenApiParameter.HEADER, required=False),
-            OpenApiParameter("X-HubSpot-Request-Timestamp", str, OpenApiParameter.HEADER, required=False),
-        ],
+        parameters=[OpenApiParameter(name, str, OpenApiParameter.HEADER, required=False, description=text)
+                    for name, text in CALLBACK_HEADERS],
         responses={
             # HubSpot is answered in JSON; Salesforce in SOAP (the Ack, or a SOAP fault naming the reason)
             (200, "application/json"): OpenApiResponse(
-                CallbackAcceptedSerializer, description="All events already known or ignored (HubSpot); the SOAP "
-                "Ack for every Outbound Message taken in, new, redelivered or ignored (Salesforce, text/xml)"),
+                CallbackAcceptedSerializer, description="All events already known or ignored (HubSpot, Kantata, "
+                "NetSuite, Stripe); the SOAP Ack for every Outbound Message taken in, new, redelivered or ignored "
+                "(Salesforce, text/xml)"),
             (200, "text/xml"): OpenApiResponse(OpenApiTypes.STR, examples=[OpenApiExample(
                 "Salesforce Ack", response_only=True, media_type="text/xml", status_codes=[200],
                 value=SALESFORCE_ACK_EXAMPLE)]),
-            (202, "application/json"): OpenApiResponse(CallbackAcceptedSerializer, description="New events stored"),
+            (202, "application/json"): OpenApiResponse(
+                CallbackAcceptedSerializer, description="New events stored (HubSpot, Kantata, NetSuite, Stripe)"),
             **{(code, media): OpenApiResponse(
                 CallbackErrorSerializer if media == "application/json" else OpenApiTypes.STR, description=text)
                for code, text in CALLBACK_REFUSALS.items() for media in ("application/json", "text/xml")},

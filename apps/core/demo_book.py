@@ -28,6 +28,7 @@ from apps.finance.models import (DimensionMapping, ExchangeRate, ExpenseEntry, F
                                  RevenueEntry, TimeEntry)
 from apps.finance.money import round_money
 from apps.sandbox.models import SandboxObject
+from apps.sandbox.netsuite_reference import is_valid, segment_id
 from apps.sync.models import Connection, SyncRecord
 
 MARK = " (demo book)"
@@ -40,6 +41,17 @@ ROLES = {  # role → rate in USD, GBP, EUR
 }
 CARD_CURRENCIES = ("USD", "GBP", "EUR")
 SERVICE_CODES = {"Consulting": "CONS", "Implementation": "IMPL", "Managed services": "MSVC"}
+EXPENSE_CODE = "EXP"  # the PSA's service code of billable expenses (pass-through)
+# the ERP dimensions each service code posts to — department, class, service item — named as the sandbox NetSuite
+# account names its segments (apps/sandbox/netsuite_reference.py: the one list of their ids, which the sandbox
+# ERP validates against); the location is the legal entity's office
+DIMENSIONS = {
+    "CONS": ("Consulting", "Professional services", "Consulting services"),
+    "IMPL": ("Engineering", "Professional services", "Engineering services"),
+    "MSVC": ("Engineering", "Managed services", "Engineering services"),
+    EXPENSE_CODE: ("Consulting", "Pass-through expenses", "Billable expenses"),
+}
+OFFICES = {"US01": "New York", "UK01": "London", "DE01": "Berlin"}  # any other legal entity: "Remote"
 # the one mapping left out on purpose: DE01 managed services → time posted there is held (missing dimension)
 MISSING_MAPPING = ("DE01", "MSVC")
 # monthly ERP rates: 1 unit of the first currency = rate units of the second (a gentle drift per month)
@@ -63,6 +75,14 @@ def exists() -> bool:
     return Engagement.objects.filter(name__endswith=MARK).exists()
 
 
+def dimension_values(le_code: str) -> dict[str, dict[str, str]]:
+    """service code → the DimensionMapping ids of one legal entity, from the sandbox ERP's segment names."""
+    location = segment_id("location", OFFICES.get(le_code, "Remote"))
+    return {code: {"department_id": segment_id("department", dept), "class_id": segment_id("class", cls),
+                   "location_id": location, "item_id": segment_id("item", item)}
+            for code, (dept, cls, item) in DIMENSIONS.items()}
+
+
 def setup_finance_reference() -> None:
     """Rate cards, ERP dimension mappings, exchange rates and the finance policy. Idempotent."""
     FinancePolicy.current()
@@ -70,13 +90,15 @@ def setup_finance_reference() -> None:
         card, _ = RateCard.objects.get_or_create(name=f"Standard {cur} 2026", defaults={"currency": cur})
         for role, rates in ROLES.items():
             RateCardLine.objects.get_or_create(rate_card=card, role=role, defaults={"rate": Decimal(rates[i])})
-    for n, le in enumerate(LegalEntity.objects.all()):
-        for line, code in SERVICE_CODES.items():
+    for le in LegalEntity.objects.all():
+        for code, values in dimension_values(le.code).items():
             if (le.code, code) == MISSING_MAPPING:
                 continue
-            DimensionMapping.objects.get_or_create(legal_entity=le, service_code=code, defaults=dict(
-                department_id=str(10 + list(SERVICE_CODES).index(line)), class_id=str(100 + n),
-                location_id=str(1 + n), item_id=str(500 + list(SERVICE_CODES).index(line))))
+            m, created = DimensionMapping.objects.get_or_create(legal_entity=le, service_code=code, defaults=values)
+            if not created and not all(is_valid(kind, getattr(m, f"{kind}_id"))
+                                       for kind in ("department", "class", "location", "item")):
+                # written by an older demo with ids the sandbox ERP does not have: every posting would be refused
+                DimensionMapping.objects.filter(pk=m.pk).update(**values)
     today = timezone.localdate()
     first = add_months(month_start(today), -MONTHS - 1)
     rows = []
@@ -111,10 +133,11 @@ def _rate_to(rates: dict, frm: str, to: str, on: date) -> tuple[Decimal, date] |
 class Book:
     """Builds the book in memory, then writes it with bulk inserts (a few seconds for ~300 engagements)."""
 
-    def __init__(self, n_engagements: int, seed: int):
+    def __init__(self, n_engagements: int, seed: int, now: datetime | None = None):
         self.n = n_engagements
         self.rng = random.Random(seed)
-        self.today = timezone.localdate()
+        self.now = now or timezone.now()  # the book ends here: nothing in it is approved, posted or done later
+        self.today = timezone.localtime(self.now).date()
         self.les = {le.code: le for le in LegalEntity.objects.all()}
         self.terms = list(PaymentTerms.objects.exclude(code="DUE_ON_RECEIPT"))
         self.cards = {c.currency: c for c in RateCard.objects.filter(name__startswith="Standard ")}
@@ -167,6 +190,8 @@ class Book:
             e._customer_index = len(customers) - 1
             engagements.append(e)
         Customer.objects.bulk_create(customers)
+        for n, c in enumerate(customers):
+            c._index = n
         for e in engagements:
             e.customer = customers[e._customer_index]
         Engagement.objects.bulk_create(engagements)
@@ -179,13 +204,17 @@ class Book:
         return engagements
 
     def links(self, engagements: list[Engagement]) -> None:
-        """External ids in every system (and the matching sandbox objects), as quote-to-project leaves them."""
+        """External ids in every system and the sandbox objects behind them, as quote-to-project leaves them: the
+        customer and job in NetSuite, the workspace in Kantata, and the won deal in the customer's CRM — a HubSpot
+        company and deal, or a Salesforce Account and Opportunity (half the customers each), with the new ids
+        written back to it — so that live work on a book engagement (an invoice, a payment, a change order)
+        reaches objects the sandboxes serve."""
         ct_e = ContentType.objects.get_for_model(Engagement)
         ct_c = ContentType.objects.get_for_model(Customer)
-        links, sandbox = [], []
-        for c in self.customers:
-            sandbox.append(SandboxObject(system="netsuite", object_type="customer", external_key=f"HO-{c.key}",
-                                         data={"companyName": c.name, "vatRegNumber": c.tax_id}))
+        ns_customers = SandboxObject.objects.bulk_create([
+            SandboxObject(system="netsuite", object_type="customer", external_key=f"HO-{c.key}",
+                          data={"companyName": c.name, "vatRegNumber": c.tax_id}) for c in self.customers])
+        sandbox = []
         for e in engagements:
             sandbox.append(SandboxObject(system="kantata", object_type="workspace",
                                          data={"title": f"{e.code} · {e.name}"[:255], "price": str(e.contract_value),
@@ -193,23 +222,94 @@ class Book:
             sandbox.append(SandboxObject(system="netsuite", object_type="job", external_key=f"HO-{e.key}",
                                          data={"entityId": e.code, "companyName": e.name[:83]}))
         SandboxObject.objects.bulk_create(sandbox)
-        ns_customer = {o.external_key: o.pk for o in sandbox if o.object_type == "customer"}
-        objs = iter(o for o in sandbox if o.object_type != "customer")
-        for c in self.customers:
+        links = []
+        for c, ns in zip(self.customers, ns_customers):
+            c._erp_id = str(ns.pk)
+            c._crm = "hubspot" if c._index % 2 == 0 else "salesforce"
             links.append(ExternalId(content_type=ct_c, object_id=c.pk, system="netsuite", object_type="customer",
-                                    external_id=str(ns_customer[f"HO-{c.key}"])))
-            links.append(ExternalId(content_type=ct_c, object_id=c.pk, system="hubspot", object_type="account",
-                                    external_id=f"demo-company-{c.pk}"))
+                                    external_id=c._erp_id))
+        objs = iter(sandbox)
         for e in engagements:
             ws, job = next(objs), next(objs)
-            e._workspace = str(ws.pk)
+            e._workspace, e._job = str(ws.pk), str(job.pk)
             links += [ExternalId(content_type=ct_e, object_id=e.pk, system="kantata", object_type="workspace",
-                                 external_id=str(ws.pk)),
+                                 external_id=e._workspace),
                       ExternalId(content_type=ct_e, object_id=e.pk, system="netsuite", object_type="job",
-                                 external_id=str(job.pk)),
-                      ExternalId(content_type=ct_e, object_id=e.pk, system="hubspot", object_type="opportunity",
-                                 external_id=f"demo-deal-{e.pk}")]
+                                 external_id=e._job)]
+        links += self.crm_objects(engagements, ct_c, ct_e)
         ExternalId.objects.bulk_create(links, ignore_conflicts=True)
+
+    def crm_objects(self, engagements: list[Engagement], ct_c, ct_e) -> list[ExternalId]:
+        """The CRM side of each won deal, in the shape the HubSpot / Salesforce sandboxes store (see
+        apps/sandbox/traffic.py), and the links to their ids."""
+        from apps.sandbox.traffic import Opportunity, account_fields
+
+        def opportunity(e: Engagement) -> Opportunity:
+            c = e.customer
+            return Opportunity(scenario="good", name=e.name.removesuffix(MARK), account=c.name, tax_id=c.tax_id,
+                               country=c.country, legal_entity=e.legal_entity.code, currency=e.currency,
+                               amount=f"{e.contract_value:.2f}", billing_terms=c.payment_terms.code,
+                               contract_type=e.contract_type, service_line=e.service_line)
+
+        def won_on(e: Engagement) -> date:
+            return e.start_date - timedelta(days=7)
+
+        links = []
+        hs_customers = [c for c in self.customers if c._crm == "hubspot"]
+        companies = SandboxObject.objects.bulk_create([
+            SandboxObject(system="hubspot", object_type="companies", data={"properties": {
+                "name": c.name, "tax_id": c.tax_id, "country": c.country,
+                "domain": c.name.lower().replace(" ", "") + ".example"}, "associations": {}})
+            for c in hs_customers])
+        for c, company in zip(hs_customers, companies):
+            c._crm_id = str(company.pk)
+        sf_customers = [c for c in self.customers if c._crm == "salesforce"]
+        for c in sf_customers:
+            c._crm_id = f"001SBD{c.pk:012d}"  # "D" for the demo book: never one apps/sandbox/traffic.py makes
+        first = {}
+        for e in engagements:
+            first.setdefault(e.customer.pk, e)
+        SandboxObject.objects.bulk_create([
+            SandboxObject(system="salesforce", object_type="Account", external_key=c._crm_id,
+                          data={"fields": account_fields(c._crm_id, opportunity(first[c.pk]))})
+            for c in sf_customers if c.pk in first])
+        deals, opps = [], []
+        for e in engagements:
+            c, opp = e.customer, opportunity(e)
+            e._crm = c._crm
+            written_back = (e._job, e._workspace, c._erp_id, e.code)
+            if e._crm == "hubspot":
+                _, props = opp.as_hubspot()
+                props.update(closedate=f"{won_on(e):%Y-%m-%d}T00:00:00Z", start_date=e.start_date.isoformat(),
+                             end_date=e.end_date.isoformat(), billing_schedule=e.billing_schedule,
+                             **dict(zip(("handoff_erp_project_id", "handoff_psa_project_id",
+                                         "handoff_erp_customer_id", "handoff_engagement_code"), written_back)),
+                             handoff_status="project created")
+                deals.append(SandboxObject(system="hubspot", object_type="deals", data={
+                    "properties": props, "associations": {"companies": [c._crm_id]}}))
+            else:
+                e._crm_id = f"006SBD{e.pk:012d}"
+                fields = opp.as_salesforce(e._crm_id, c._crm_id)
+                fields.update(CloseDate=won_on(e).isoformat(), Start_Date__c=e.start_date.isoformat(),
+                              End_Date__c=e.end_date.isoformat(), Billing_Schedule__c=e.billing_schedule,
+                              SystemModstamp=f"{won_on(e):%Y-%m-%d}T09:00:00.000Z",
+                              **dict(zip(("ERP_Project_Id__c", "PSA_Project_Id__c", "ERP_Customer_Id__c",
+                                          "Engagement_Code__c"), written_back)),
+                              Handoff_Status__c="project created")
+                opps.append(SandboxObject(system="salesforce", object_type="Opportunity", external_key=e._crm_id,
+                                          data={"fields": fields}))
+        SandboxObject.objects.bulk_create(deals + opps)
+        hs = iter(deals)
+        for e in engagements:
+            if e._crm == "hubspot":
+                e._crm_id = str(next(hs).pk)
+        for c in self.customers:
+            links.append(ExternalId(content_type=ct_c, object_id=c.pk, system=c._crm, object_type="account",
+                                    external_id=c._crm_id))
+        for e in engagements:
+            links.append(ExternalId(content_type=ct_e, object_id=e.pk, system=e._crm, object_type="opportunity",
+                                    external_id=e._crm_id))
+        return links
 
     # ------------------------------------------------------------ delivery and billing
     def terms_for(self, e: Engagement) -> pricing.Terms:
@@ -221,8 +321,7 @@ class Book:
     def delivery(self, engagements: list[Engagement]) -> dict:
         rng, today = self.rng, self.today
         times, expenses, milestones, invoices, revenue = [], [], [], [], []
-        variances = set(rng.sample(range(len(engagements)), k=max(3, len(engagements) // 40)))
-        for idx, e in enumerate(engagements):
+        for e in engagements:
             terms = self.terms_for(e)
             base = e.legal_entity.base_currency
             team = rng.sample(list(ROLES), k=3)
@@ -252,8 +351,9 @@ class Book:
                         engagement=e, person=people[k], role=team[k], task=task,
                         service_code=SERVICE_CODES[e.service_line], work_date=d, hours=hours,
                         billable=True, write_off_hours=line.write_off_hours, rate=priced.rate,
-                        approved_at=_aware(d + timedelta(days=2), 9), status=TimeEntry.Status.POSTED,
-                        posted_at=_aware(d + timedelta(days=2), 9, 20), currency=e.currency, amount=priced.amount,
+                        approved_at=self.past(_aware(d + timedelta(days=2), 9)), status=TimeEntry.Status.POSTED,
+                        posted_at=self.past(_aware(d + timedelta(days=2), 9, 20)), currency=e.currency,
+                        amount=priced.amount,
                         base_currency=base, base_amount=round_money(priced.amount * fx[0], base), fx_rate=fx[0],
                         fx_date=fx[1]))
                     month_delivered[month_start(d)] = month_delivered.get(month_start(d), Decimal(0)) + priced.amount
@@ -268,26 +368,51 @@ class Book:
                     expenses.append(ExpenseEntry(
                         source_system="kantata", source_id=f"demo-x-{e.pk}-{n}", source_version=d.isoformat(),
                         engagement=e, person=people[0], category=rng.choice(["Travel", "Hotel", "Meals"]),
-                        service_code=SERVICE_CODES[e.service_line], incurred_on=d, spent_amount=spent,
+                        service_code=EXPENSE_CODE, incurred_on=d, spent_amount=spent,
                         spent_currency=spent_cur, markup_pct=terms.expense_markup_pct,
-                        approved_at=_aware(d + timedelta(days=3)), status=ExpenseEntry.Status.POSTED,
-                        posted_at=_aware(d + timedelta(days=3), 10, 5), currency=e.currency, amount=priced.amount,
+                        approved_at=self.past(_aware(d + timedelta(days=3))), status=ExpenseEntry.Status.POSTED,
+                        posted_at=self.past(_aware(d + timedelta(days=3), 10, 5)), currency=e.currency,
+                        amount=priced.amount,
                         base_currency=base, base_amount=round_money(priced.amount * fx[0], base), fx_rate=fx[0],
                         fx_date=fx[1]))
                     month_delivered[month_start(d)] = month_delivered.get(month_start(d), Decimal(0)) + priced.amount
                 d += timedelta(days=1)
-            self._billing(e, idx in variances, month_delivered, milestones, invoices, revenue)
+            self._billing(e, month_delivered, milestones, invoices, revenue)
+        self.variances(engagements, revenue)
         return {"times": times, "expenses": expenses, "milestones": milestones, "invoices": invoices,
                 "revenue": revenue}
 
-    def _billing(self, e, variance: bool, delivered: dict, milestones, invoices, revenue) -> None:
-        """Invoices and recognised revenue per the contract type (docs/money.md), a few with a deliberate gap."""
+    def past(self, at: datetime) -> datetime:
+        """What would have happened after now (an entry worked yesterday is approved in two days) happened now."""
+        return min(at, self.now)
+
+    def variances(self, engagements: list[Engagement], revenue: list[RevenueEntry]) -> None:
+        """A few deliberate gaps for the reconciliation report: for about one engagement in 40 (at least 3), the
+        ERP recognised less than was billed in its last *complete* month with revenue — inside the default
+        reconciliation range (the last 12 complete months), so a default run shows them. Deterministic for the
+        seed (and the day)."""
+        current = month_start(self.today)
+        last: dict[int, RevenueEntry] = {}
+        for r in revenue:  # per engagement, its latest complete month with revenue
+            if r.period < current and r.amount > Decimal("1.00") and (
+                    r.engagement.pk not in last or r.period >= last[r.engagement.pk].period):
+                last[r.engagement.pk] = r
+        candidates = [e.pk for e in engagements if e.pk in last]
+        k = min(len(candidates), max(3, len(engagements) // 40))
+        for pk in self.rng.sample(candidates, k):
+            r = last[pk]
+            gap = min(Decimal(self.rng.randrange(5, 80) * 10), (r.amount / 2).quantize(Decimal("0.01")))
+            r.amount -= gap
+
+    def _billing(self, e, delivered: dict, milestones, invoices, revenue) -> None:
+        """Invoices and recognised revenue per the contract type (docs/money.md)."""
         rng, today = self.rng, self.today
         source = "stripe" if e.billing_channel == "stripe" else "netsuite"
         months = sorted(delivered) or [month_start(e.start_date)]
         current = month_start(today)
 
         def invoice(kind, period, amount, issued, milestone=None):
+            issued = min(issued, today)  # not issued in the future (a month's invoice on the 1st of the next)
             due = issued + timedelta(days=e.customer.payment_terms.days if e.customer.payment_terms else 30)
             inv = Invoice(engagement=e, customer=e.customer, kind=kind, source_system=source, period=period,
                           external_id=(f"in_demo{e.pk}x{len(invoices)}" if source == "stripe"
@@ -304,7 +429,7 @@ class Book:
                 inv.status, inv.amount_due = "disputed", amount
             else:
                 inv.status, inv.amount_due = "open", amount
-            inv.source_updated_at = inv.paid_at or _aware(issued)
+            inv.source_updated_at = self.past(inv.paid_at or _aware(issued))
             fx = _rate_to(self.rates, e.currency, e.legal_entity.base_currency, issued) or (Decimal(1), issued)
             inv.base_currency, inv.fx_rate, inv.fx_date = e.legal_entity.base_currency, fx[0], fx[1]
             inv.base_total = round_money(amount * fx[0], e.legal_entity.base_currency)
@@ -312,8 +437,6 @@ class Book:
             return inv
 
         def recognise(period, amount):
-            if variance and period == months[-1] and amount:
-                amount = amount - Decimal(rng.randrange(5, 80) * 10)  # the ERP recognised less than was billed
             revenue.append(RevenueEntry(engagement=e, period=period, amount=amount, currency=e.currency,
                                         source_system="netsuite", external_id=f"demo-rev-{e.pk}-{period:%Y%m}-{len(revenue)}"))
 
@@ -354,7 +477,6 @@ class Book:
     # ------------------------------------------------------------ sync records (the history the boards show)
     def records(self, engagements, data) -> list[SyncRecord]:
         rng = self.rng
-        crm = [self.conns["hubspot"], self.conns["salesforce"]]
         kantata, stripe, netsuite = self.conns["kantata"], self.conns["stripe"], self.conns["netsuite"]
         recs = []
 
@@ -373,13 +495,14 @@ class Book:
                            source_key=key, title=title[:300], amount=amount, currency=currency,
                            owner_team="finance_ops" if workflow != "quote_to_project" else "pmo",
                            priority=1 if workflow != "quote_to_project" else 2)
-            r._created = created
-            r._completed = created + timedelta(minutes=minutes)
+            r._created = self.past(created)
+            r._completed = self.past(created + timedelta(minutes=minutes))
             recs.append(r)
 
         for e in engagements:
             created = _aware(e.start_date - timedelta(days=rng.randrange(2, 9)), rng.randrange(8, 17))
-            rec("quote_to_project", crm[e.pk % 2], f"demo-opportunity:{e.pk}", e.name, created,
+            key = f"deal:{e._crm_id}" if e._crm == "hubspot" else f"opportunity:{e._crm_id}"  # as the intake keys
+            rec("quote_to_project", self.conns[e._crm], key, e.name, created,
                 rng.choice([3, 8, 25, 70, 190, 420]), e.contract_value, e.currency, e.code)
         for t in data["times"]:
             rec("time_to_billing", kantata, f"time_entry:{t.source_id}", f"{t.engagement.code} · {t.person} "
@@ -427,9 +550,10 @@ class Book:
                 "invoices": len(data["invoices"]), "revenue entries": len(data["revenue"]), "sync records": len(recs)}
 
 
-def build(n_engagements: int = 300, seed: int = 2026) -> dict | None:
-    """Write the book unless it is there. Returns what was written (None when it already existed)."""
+def build(n_engagements: int = 300, seed: int = 2026, now: datetime | None = None) -> dict | None:
+    """Write the book (ending `now`, by default the present) unless it is there. Returns what was written (None
+    when it already existed)."""
     setup_finance_reference()
     if exists():
         return None
-    return Book(n_engagements, seed).write()
+    return Book(n_engagements, seed, now).write()

@@ -27,6 +27,7 @@ class ForecastRefresh(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (no forecasting connection)"
 
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)

@@ -6,6 +6,12 @@ resubmission from the desk, an attempt row per call. Rules:
 - One full refresh is open at a time: the schedule (and the board's button) start none while an earlier full
   refresh is queued, running, retrying — or failed and waiting on the desk (a new one would fail the same way;
   resubmit or resolve that one). A change order's refresh covers one engagement and is always started.
+- The schedule (hourly, config/cron.py; rqcron also runs it as soon as the scheduler starts) starts none either
+  within SCHEDULE_GAP of a full refresh that succeeded: the figures are fresh (say the refresh `demo_setup` or a
+  person started just before the scheduler's first run).
+- With no enabled forecasting connection the schedule records a *skipped* refresh (status `skipped`, the reason
+  as its error, no sync record) instead of failing its job every hour: the board shows it. While it lasts, the
+  same row is brought up to date rather than a new one added each hour.
 - The forecast is *stale* when its last successful full refresh took its figures (`as_of`) longer ago than
   FinancePolicy.forecast_stale_after_hours, or when there was none.
 """
@@ -31,6 +37,9 @@ from .models import ForecastRefresh
 WORKFLOW = "actuals_to_forecast"
 OPEN_STATUSES = ("pending", "in_progress", "retrying", "held", "dead")
 REFRESH_TEAMS = {"finance_ops", "integration_admin"}
+SCHEDULE_GAP = timedelta(minutes=30)  # well under the hourly interval, which drifts by the queue's delay
+NOT_CONFIGURED = ("No enabled forecasting connection (Anaplan) is configured: the scheduled refresh was skipped. "
+                  "Add a connection with role forecast (Django admin → Connections).")
 
 
 class NoForecastConnection(Exception):
@@ -101,12 +110,45 @@ def request_refresh(*, trigger: str, engagement=None, actor=None, reason: str = 
     return refresh
 
 
-def scheduled_refresh() -> ForecastRefresh | None:
-    """The hourly full refresh; None when one is still open."""
+def schedule(now: datetime | None = None) -> tuple[ForecastRefresh | None, str]:
+    """The scheduled full refresh: (the refresh queued, "queued"), or (None, why not): "open" (one is still
+    open), "fresh" (one succeeded within SCHEDULE_GAP), "not_configured" (no forecasting connection; a skipped
+    refresh is recorded for the board)."""
+    now = now or timezone.now()
     try:
-        return request_refresh(trigger=ForecastRefresh.Trigger.SCHEDULE)
+        forecast_connection()
+    except NoForecastConnection:
+        record_not_configured(now)
+        return None, "not_configured"
+    if ForecastRefresh.objects.filter(engagement__isnull=True, status=ForecastRefresh.Status.SUCCEEDED,
+                                      finished_at__gte=now - SCHEDULE_GAP).exists():
+        return None, "fresh"
+    try:
+        return request_refresh(trigger=ForecastRefresh.Trigger.SCHEDULE), "queued"
     except RefreshOpen:
-        return None
+        return None, "open"
+    except NoForecastConnection:  # disabled meanwhile
+        record_not_configured(now)
+        return None, "not_configured"
+
+
+def scheduled_refresh() -> ForecastRefresh | None:
+    """The hourly full refresh; None when none was started (see schedule())."""
+    return schedule()[0]
+
+
+def record_not_configured(now: datetime | None = None) -> ForecastRefresh:
+    """A scheduled refresh that could not start for want of a forecasting connection: the last refresh row when
+    it is already such a skip (brought up to date), else a new one."""
+    now = now or timezone.now()
+    last = ForecastRefresh.objects.order_by("-created_at", "-id").first()
+    if last is not None and last.status == ForecastRefresh.Status.SKIPPED:
+        ForecastRefresh.objects.filter(pk=last.pk).update(finished_at=now, error=NOT_CONFIGURED)
+        last.finished_at, last.error = now, NOT_CONFIGURED
+        return last
+    return ForecastRefresh.objects.create(trigger=ForecastRefresh.Trigger.SCHEDULE,
+                                          status=ForecastRefresh.Status.SKIPPED, started_at=now, finished_at=now,
+                                          error=NOT_CONFIGURED)
 
 
 # ---------------------------------------------------------------- the board
@@ -118,7 +160,7 @@ RECORD_STATE = {"pending": "running", "in_progress": "running", "retrying": "ret
 @dataclass
 class BoardStatus:
     last: ForecastRefresh | None
-    state: str  # queued / running / retrying / succeeded / failed / ignored / none
+    state: str  # queued / running / retrying / succeeded / failed / ignored / skipped (not configured) / none
     message: str  # the failure or retry reason, in the record's words
     record_id: int | None
     good_as_of: datetime | None  # when the last successful full refresh took its figures

@@ -43,6 +43,7 @@ import requests
 from django.utils import timezone
 
 from apps.connectors.salesforce import build_outbound_message
+from apps.core.demo_book import EXPENSE_CODE as BOOK_EXPENSE_CODE, SERVICE_CODES
 
 from . import billing, psa_time, stripe_api
 from .faults import DEFAULT_TOKENS
@@ -51,10 +52,9 @@ from .traffic import ENTITIES, Deliverer, make_opportunity
 
 log = logging.getLogger("handoff.demo")
 
-# the PSA service codes the live entries carry, mapped (setup_reference) to segments the sandbox ERP has
-# (apps/sandbox/psa_time.SEGMENTS): department, class, location and item per legal entity
-TIME_CODE, EXPENSE_CODE, UNMAPPED_CODE = "CONSULT", "EXP", "TRAINING"
-LOCATION = {"US01": "1", "UK01": "2", "DE01": "3"}
+# the PSA service codes the live entries carry: the demo firm's own (apps/core/demo_book: consulting time and
+# billable expenses, mapped there to the sandbox ERP's segments), and one no legal entity maps
+TIME_CODE, EXPENSE_CODE, UNMAPPED_CODE = SERVICE_CODES["Consulting"], BOOK_EXPENSE_CODE, "TRAINING"
 ROLES = ["Partner", "Manager", "Senior Consultant", "Consultant", "Analyst"]  # the "Standard … 2026" rate cards
 UNKNOWN_ROLE = "Principal Architect"
 UNKNOWN_WORKSPACE = "999999999"
@@ -74,20 +74,11 @@ PLAN = {
 
 
 def setup_reference() -> None:
-    """The reference data the live traffic needs: the rate cards, rates and mappings of the demo firm
-    (apps/core/demo_book.setup_finance_reference) and the live service codes mapped to the sandbox ERP's
-    segments. Idempotent."""
-    from apps.canonical.models import LegalEntity
+    """The reference data the live traffic needs: the rate cards, rates and dimension mappings of the demo firm
+    (apps/core/demo_book.setup_finance_reference, which maps TIME_CODE and EXPENSE_CODE). Idempotent."""
     from apps.core.demo_book import setup_finance_reference
-    from apps.finance.models import DimensionMapping
 
     setup_finance_reference()
-    for le in LegalEntity.objects.all():
-        location = LOCATION.get(le.code, "4")
-        DimensionMapping.objects.get_or_create(legal_entity=le, service_code=TIME_CODE, defaults=dict(
-            department_id="10", class_id="1", location_id=location, item_id="100"))
-        DimensionMapping.objects.get_or_create(legal_entity=le, service_code=EXPENSE_CODE, defaults=dict(
-            department_id="10", class_id="3", location_id=location, item_id="200"))
 
 
 @dataclass
@@ -233,8 +224,7 @@ class FinanceTraffic:
                 status = self.d.send_hubspot(self.d.hubspot_events([t.opportunity_id])).status_code
                 t.record_key = f"deal:{t.opportunity_id}"
             else:
-                t.opportunity_id, fields = self.d.create_salesforce(opp)
-                self._salesforce_account(fields)
+                t.opportunity_id, fields = self.d.create_salesforce(opp)  # and its Account
                 status = self.d.send_salesforce([(f"04l{t.opportunity_id[3:]}", fields)]).status_code
                 t.record_key = f"opportunity:{t.opportunity_id}"
             sent.add("quote_to_project", t.record_key)
@@ -254,15 +244,6 @@ class FinanceTraffic:
             t.engagement_id, t.code, t.workspace = e.pk, e.code, ws.external_id
             t.contract_value = e.contract_value
         return self.targets
-
-    def _salesforce_account(self, fields: dict) -> None:
-        """The Account the opportunity belongs to, in the Salesforce sandbox (the invoice write-back updates it;
-        Deliverer.create_salesforce creates only the Opportunity)."""
-        path = "/services/data/v62.0/sobjects/Account"
-        if self._sandbox("salesforce", "GET", f"{path}/{fields['AccountId']}").status_code == 404:
-            self._sandbox("salesforce", "POST", path, json={
-                "Id": fields["AccountId"], "Name": fields["Account_Name__c"],
-                "BillingCountry": fields["Account_Country__c"]}).raise_for_status()
 
     # ------------------------------------------------------------ 2. terms set by a finance admin
 

@@ -4,8 +4,9 @@ NetSuite: `timebill` (Track Time) and `charge` (SuiteBilling charge) records, up
 `PUT /services/rest/record/v1/<type>/eid:<externalId>` and read back with GET (views.NETSUITE_VALIDATORS). They
 are validated as NetSuite would: required fields, H:MM durations, charge stages, a service item on billable
 lines, and reference keys that must exist — the project (job) billed, and the department, class, location,
-subsidiary and item, checked against the sandbox account's segments below. A refusal is a 400 whose
-`o:errorDetails` names the field (`o:errorPath`), e.g. "Invalid department reference key 999.".
+subsidiary and item, checked against the sandbox account's segments (apps/sandbox/netsuite_reference.py). A
+refusal is a 400 whose `o:errorDetails` names the field (`o:errorPath`), e.g. "Invalid department reference key
+999.".
 
 Kantata: `GET /api/v1/time_entries.json` and `GET /api/v1/expenses.json` list what the PSA published (Kantata's
 indexed response shape), and `publish()` is the PSA sending its signed webhook (Standard Webhooks, the Kantata
@@ -26,16 +27,8 @@ from apps.connectors.standard_webhooks import signed_headers
 from . import views
 from .faults import error, json_response
 from .models import SandboxObject
+from .netsuite_reference import SEGMENTS  # the sandbox NetSuite account's segments: internal id → name
 
-# the sandbox NetSuite account's segments: internal id → name
-SEGMENTS = {
-    "department": {"10": "Consulting", "20": "Engineering", "30": "Advisory", "40": "Training"},
-    "class": {"1": "Professional services", "2": "Managed services", "3": "Pass-through expenses"},
-    "location": {"1": "New York", "2": "London", "3": "Berlin", "4": "Remote"},
-    "subsidiary": {"1": "Handoff Consulting Inc.", "2": "Handoff Consulting Ltd", "3": "Handoff Beratung GmbH"},
-    "item": {"100": "Consulting services", "101": "Engineering services", "102": "Training services",
-             "200": "Billable expenses"},
-}
 CHARGE_STAGES = ("HOLD_FOR_BILLING", "NON_BILLABLE", "READY_FOR_BILLING", "PROCESSED")
 DURATION = re.compile(r"(\d{1,2}):([0-5]\d)")
 AMOUNT = re.compile(r"-?\d{1,13}(\.\d{1,8})?")

@@ -6,6 +6,7 @@ Used by `manage.py demo_traffic`, the tests and the benchmarks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -68,6 +69,16 @@ class Opportunity:
                 "Service_Line__c": self.service_line, "Project_Template__c": "standard",
                 "Start_Date__c": time.strftime("%Y-%m-%d"),
                 "SystemModstamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
+
+
+def salesforce_account_id(account: str) -> str:
+    """A stable 18-character Account id per account name (the same in every process and run)."""
+    return f"001SB{int(hashlib.sha256(account.encode()).hexdigest(), 16) % 10**13:013d}"
+
+
+def account_fields(account_id: str, opp: Opportunity) -> dict:
+    """The Account as the Salesforce sandbox stores it (POST /sobjects/Account: its fields, Id included)."""
+    return {"Id": account_id, "Name": opp.account, "BillingCountry": opp.country}
 
 
 def make_opportunity(rng: random.Random, scenario: str = "good") -> Opportunity:
@@ -142,12 +153,25 @@ class Deliverer:
             "Content-Type": "application/json", "X-HubSpot-Signature-v3": sig, "X-HubSpot-Request-Timestamp": ts})
 
     def create_salesforce(self, opp: Opportunity) -> tuple[str, dict]:
+        """The opportunity and its account in the Salesforce sandbox (the account once per account name, as one
+        Salesforce account holds many opportunities; the invoice write-back updates both)."""
         self.event_seq += 1
         opp_id = f"006SB{self.event_seq % 10**13:013d}"
-        account_id = f"001SB{abs(hash(opp.account)) % 10**13:013d}"
+        account_id = salesforce_account_id(opp.account)
+        self.ensure_salesforce_account(account_id, opp)
         fields = opp.as_salesforce(opp_id, account_id)
         self._sandbox("salesforce", "POST", "/services/data/v62.0/sobjects/Opportunity", fields)
         return opp_id, fields
+
+    def ensure_salesforce_account(self, account_id: str, opp: Opportunity) -> None:
+        path = f"{self.sandbox_url}/sandbox/salesforce/services/data/v62.0/sobjects/Account"
+        auth = {"Authorization": f"Bearer {self.tokens['salesforce']}"}
+        if self.http.get(f"{path}/{account_id}", headers=auth, timeout=10).status_code == 200:
+            return
+        r = self.http.post(path, json=account_fields(account_id, opp), headers=auth, timeout=10)
+        if r.status_code >= 400 and self.http.get(f"{path}/{account_id}", headers=auth,
+                                                  timeout=10).status_code != 200:
+            r.raise_for_status()  # not a concurrent creation of the same account: a real failure
 
     def send_salesforce(self, notifications: list[tuple[str, dict]]) -> requests.Response:
         url = f"{self.handoff_url}/api/v1/callbacks/{self.salesforce_slug}/"

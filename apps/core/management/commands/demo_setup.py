@@ -40,7 +40,8 @@ class Command(BaseCommand):
     def start_runs(self) -> None:
         """The reconciliation report and the forecast board have something fresh to show from the first minute:
         a reconciliation run now (config/cron.py runs it only at night), and a full forecast refresh queued for
-        the worker (unless one is still open). Neither stops the demo from starting if it fails."""
+        the worker (unless one is still open). The scheduler's first forecast run, right at its start, finds this
+        one open or just succeeded and starts no second one. Neither stops the demo from starting if it fails."""
         from apps.forecast import services as forecast
         from apps.forecast.models import ForecastRefresh
         from apps.reconcile import services as reconcile
