@@ -436,3 +436,42 @@ def test_an_expense_and_a_deletion_are_parsed(connections):
         "expense:3", "reverse", "2026-11-04T08:00:00.000000Z")
     process_inbox()
     assert SyncRecord.objects.get().source_key == "expense:3"  # both events, one record
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_pricing_lines_of_one_capped_engagement_at_once_cannot_both_pass_the_cap(firm):
+    """Worker A has priced a line under the cap and not committed yet when worker B prices another: B waits for A's
+    lock and then counts A's line (without the lock it read the cap as unused and both went through)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    book = make_book()
+    Engagement.objects.filter(pk=book.engagement.pk).update(tm_cap=D("2000.00"))
+    FinancePolicy.current()  # the policy row exists, as it does in production (its creation would lock too)
+    a_holds_lock, a_may_commit = threading.Event(), threading.Event()
+
+    def worker_a():
+        try:
+            with transaction.atomic():
+                # 1,500.00 (600 min at 150.00): A is inside price_under_cap's transaction, before its commit
+                ttb.price_under_cap(time_payload("a", minutes=600), engagement_pk=book.engagement.pk,
+                                    source_kind="kantata", ref=ttb.Reference.load(), source_role="psa", version="1",
+                                    context={})
+                a_holds_lock.set()
+                a_may_commit.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker_a)
+    thread.start()
+    assert a_holds_lock.wait(10)
+    threading.Timer(0.5, a_may_commit.set).start()  # B must still be waiting on the lock when A commits
+    t0 = time.monotonic()
+    with pytest.raises(ttb.Hold) as held:  # B: 1,000.00 more would be 2,500.00 > 2,000.00
+        ttb.price_under_cap(time_payload("b", minutes=400), engagement_pk=book.engagement.pk, source_kind="kantata",
+                            ref=ttb.Reference.load(), source_role="psa", version="1", context={})
+    thread.join(10)
+    assert time.monotonic() - t0 >= 0.4  # it waited for A
+    assert held.value.problems[0].reason == "tm_cap_exceeded"
+    assert list(TimeEntry.objects.values_list("source_id", "status")) == [("a", "priced")]

@@ -31,8 +31,9 @@ Reference data (engagements, rate cards, dimension mappings, exchange rates) is 
 record is never held on cached data (before holding, the cache is dropped and the rules run again on fresh rows),
 and a record a person resubmitted runs on fresh data, so a fix made in the admin (a role added to the rate card,
 a mapping, a rate) goes through. Otherwise a change reaches the workers within one drain (≤ 30 s).
-Known limit: two workers pricing lines of the same capped engagement at the same instant can both pass the cap
-check (each sees the other's line only once it is committed as PRICED).
+On a capped T&M engagement the cap is a budget every line draws on: the check runs again, and the line is saved
+as PRICED, in one transaction holding the engagement's row lock, so two workers pricing lines of one engagement
+at the same instant take their turns and the second sees the first's line.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from datetime import date, datetime
 from decimal import Decimal, ROUND_HALF_UP
 
 from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
 from django.db.models import OuterRef, Subquery, Sum
 from django.utils import timezone
 
@@ -507,19 +509,44 @@ def stage_price(ctx) -> None:
     if problems:
         p.pop("priced", None)
         raise Hold(problems)
+    source_system, source_id = ctx.source.kind, str(p["entry_id"])
+    version = str(ctx.context.get("source_modified_at") or p.get("source_modified_at") or "")[:40]
+    if draws_on_cap(v, p):
+        v = price_under_cap(p, engagement_pk=v.engagement.pk, source_kind=ctx.source.kind, ref=_reference(ctx),
+                            source_role=ctx.source.role, version=version, context=ctx.context)
+    else:
+        def apply():
+            ctx.context["canonical_id"] = save_priced(v, p, source_system=source_system, source_id=source_id,
+                                                      source_role=ctx.source.role, version=version)
+
+        ctx.on_commit(apply)
     eng = v.engagement
     p["priced"] = {"amount": str(v.amount), "currency": v.currency}
     ctx.context.update(engagement_id=eng.pk, engagement_code=eng.code, amount=str(v.amount), currency=v.currency,
                        base_amount=str(v.base_amount), base_currency=v.base_currency,
                        erp_external_id=erp_external_id(v.kind, p["entry_id"]))
-    source_system, source_id = ctx.source.kind, str(p["entry_id"])
-    version = str(ctx.context.get("source_modified_at") or p.get("source_modified_at") or "")[:40]
 
-    def apply():
-        ctx.context["canonical_id"] = save_priced(v, p, source_system=source_system, source_id=source_id,
-                                                  source_role=ctx.source.role, version=version)
 
-    ctx.on_commit(apply)
+def draws_on_cap(v: Valuation, p: dict) -> bool:
+    eng = v.engagement
+    return (eng.contract_type == Engagement.ContractType.TIME_AND_MATERIALS and eng.tm_cap is not None
+            and v.amount > 0 and (p.get("cap_decision") or "").strip() != BILL_ANYWAY)
+
+
+def price_under_cap(p: dict, *, engagement_pk: int, source_kind: str, ref: Reference, source_role: str,
+                    version: str, context: dict) -> Valuation:
+    """Check the T&M cap and save the line as PRICED in one transaction holding the engagement's row lock: a
+    concurrent pricer of the same engagement waits, then counts this line. Raises Hold if the cap is exceeded."""
+    source_id = str(p["entry_id"])
+    with transaction.atomic():
+        list(Engagement.objects.select_for_update().filter(pk=engagement_pk).values_list("pk", flat=True))
+        problems, v = evaluate(p, source_kind=source_kind, ref=ref, exclude_source=(source_kind, source_id))
+        if problems:
+            p.pop("priced", None)
+            raise Hold(problems)
+        context["canonical_id"] = save_priced(v, p, source_system=source_kind, source_id=source_id,
+                                              source_role=source_role, version=version)
+    return v
 
 
 def _approved_at(p: dict) -> datetime | None:
