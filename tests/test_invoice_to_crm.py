@@ -487,3 +487,31 @@ def test_a_crm_failure_counts_against_the_crm_not_the_system_the_event_came_from
     assert rec.status == "succeeded", rec.message
     assert Connection.objects.get(kind="hubspot").consecutive_failures == 0  # the streak ends with a success
     assert deal()["handoff_invoice_status"] == "open"
+
+
+def test_a_paused_crm_makes_an_invoice_event_wait_without_calling_it(live):
+    """The CRM an invoice's status goes to is known only once the stage runs: a paused one is not called, and the
+    record waits (no attempt spent) until it is resumed."""
+    from apps.sync import circuit, engine
+
+    e = make_engagement(channel="stripe")
+    stripe_api.configure_webhooks(mode="hold")
+    inv = invoice_milestone(e, "300.00")
+    [finalized] = stripe_api.events_for(inv.external_id, "invoice.finalized")
+    Connection.objects.filter(kind="hubspot").update(paused=True, paused_by="admin", paused_reason="maintenance")
+    writes = SandboxObject.objects.get(system="hubspot", object_type="deals").writes
+    stripe_api.deliver_event(finalized["id"])
+    process_inbox()
+    engine.drain("high", max_seconds=10)
+    rec = SyncRecord.objects.get(workflow="invoice_payment_to_crm")
+    assert (rec.status, rec.stage, rec.reason_code, rec.attempts) == ("retrying", "crm", "connection_paused", 0)
+    assert "maintenance" in rec.message
+    assert not Attempt.objects.filter(record=rec, system="hubspot").exists()
+    assert SandboxObject.objects.get(system="hubspot", object_type="deals").writes == writes
+
+    circuit.resume(Connection.objects.get(kind="hubspot"))
+    SyncRecord.objects.filter(pk=rec.pk).update(next_attempt_at=timezone.now())
+    engine.drain("high", max_seconds=10)
+    rec.refresh_from_db()
+    assert rec.status == "succeeded", rec.message
+    assert deal()["handoff_invoice_status"] == "open"

@@ -44,6 +44,14 @@ class LeaseLost(Exception):
     """Another worker owns the record now (our lease expired); drop our result."""
 
 
+class ConnectionPaused(Exception):
+    """A stage asked for a client of a paused connection: the record waits for it (no call, no attempt spent)."""
+
+    def __init__(self, connection: Connection):
+        super().__init__(connection.slug)
+        self.connection = connection
+
+
 def due_filter(now) -> Q:
     return (Q(status__in=SyncRecord.CLAIMABLE, next_attempt_at__lte=now)
             | Q(status=SyncRecord.Status.IN_PROGRESS, lease_expires_at__lt=now))
@@ -178,6 +186,8 @@ class StageContext:
         self.cache = self.work.cache
 
     def client_for(self, connection: Connection):
+        if connection.paused:  # e.g. the CRM an invoice's status goes to, known only once the stage runs
+            raise ConnectionPaused(connection)
         return client_class(connection.kind)(connection, self.recorder)
 
     def client_for_role(self, role: str):
@@ -319,20 +329,13 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch, *, renew_
             ctx = StageContext(record, stage_name, batch, work)
             paused = _paused_connection(record, stage, batch)
             if paused is not None:
-                # a paused system makes its records wait, not fail: no attempt is spent
-                _commit(record, token, {
-                    "stage": stage_name, "status": SyncRecord.Status.RETRYING, "lease_token": None,
-                    "lease_expires_at": None,
-                    "next_attempt_at": timezone.now() + timedelta(seconds=PAUSE_RECHECK_SECONDS),
-                    "reason_code": "connection_paused", "failed_system": paused.kind,
-                    "message": f"Waiting: {paused.name} is paused"
-                               f"{' (' + paused.paused_reason + ')' if paused.paused_reason else ''}.",
-                    "context": ctx.context, "current_payload": ctx.payload,
-                    **({"original_payload": ctx.original} if ctx.original is not None else {}),
-                    **({"attempts": 0} if progressed else {})}, work=work)
+                _wait_for(paused, record, token, ctx, progressed)
                 return "waiting"
             try:
                 stage.run(ctx)
+            except ConnectionPaused as exc:
+                _wait_for(exc.connection, record, token, ctx, progressed)
+                return "waiting"
             except Hold as hold:
                 _commit(record, token, _hold_fields(wf, hold.problems, ctx), work=work)
                 _notify_source_of_hold(wf, ctx, hold.problems)
@@ -386,6 +389,19 @@ def process_record(record: SyncRecord, token: uuid.UUID, batch: Batch, *, renew_
 
 
 PAUSE_RECHECK_SECONDS = 30
+
+
+def _wait_for(paused: Connection, record: SyncRecord, token: uuid.UUID, ctx: StageContext, progressed: bool) -> None:
+    """A paused system makes its records wait, not fail: no attempt is spent."""
+    _commit(record, token, {
+        "stage": ctx.stage, "status": SyncRecord.Status.RETRYING, "lease_token": None, "lease_expires_at": None,
+        "next_attempt_at": timezone.now() + timedelta(seconds=PAUSE_RECHECK_SECONDS),
+        "reason_code": "connection_paused", "failed_system": paused.kind,
+        "message": f"Waiting: {paused.name} is paused"
+                   f"{' (' + paused.paused_reason + ')' if paused.paused_reason else ''}.",
+        "context": ctx.context, "current_payload": ctx.payload,
+        **({"original_payload": ctx.original} if ctx.original is not None else {}),
+        **({"attempts": 0} if progressed else {})}, work=ctx.work)
 
 
 def _stage_connection(record: SyncRecord, stage, batch: Batch) -> Connection | None:
