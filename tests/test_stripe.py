@@ -158,9 +158,16 @@ def test_a_dispute_event_makes_a_dispute_record(connections, api):
 def client(sandboxes):
     from apps.sync.engine import Recorder
 
+    class WriteEach(Recorder):  # the engine writes attempts with the record's commit; here, after each call
+        def finish(self, handle, **kw):
+            super().finish(handle, **kw)
+            self.flush()
+
     rec = SyncRecord.objects.create(workflow="milestone_to_invoice", stage="billing_invoice",
                                     source_connection=sandboxes["kantata"], source_key="story:test")
-    return StripeClient(Connection.objects.get(slug="stripe"), Recorder(rec, "billing_invoice", None))
+    recorder = WriteEach(rec, None)
+    recorder.stage = "billing_invoice"
+    return StripeClient(Connection.objects.get(slug="stripe"), recorder)
 
 
 def raw(live_server, method, path, *, data=None, key=None, token="sk_test_sandbox_handoff"):
