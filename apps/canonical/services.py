@@ -19,13 +19,17 @@ def external_id_get(*, obj: models.Model, system: str, object_type: str) -> str 
 def external_id_link(*, obj: models.Model, system: str, object_type: str, external_id: str) -> ExternalId:
     """Link obj to its id in an external system. Idempotent; linking is allowed for any system (it writes no field)."""
     ct = ContentType.objects.get_for_model(obj)
-    # one INSERT … ON CONFLICT DO UPDATE instead of update_or_create's select + insert/update (+ savepoints)
-    [link] = ExternalId.objects.bulk_create(
-        [ExternalId(content_type=ct, object_id=obj.pk, system=system, object_type=object_type,
-                    external_id=str(external_id))],
-        update_conflicts=True, unique_fields=["content_type", "object_id", "system", "object_type"],
-        update_fields=["external_id"])
+    [link] = external_ids_link([ExternalId(content_type=ct, object_id=obj.pk, system=system, object_type=object_type,
+                                           external_id=str(external_id))])
     return link
+
+
+def external_ids_link(links: list[ExternalId]) -> list[ExternalId]:
+    """Write many links at once: one INSERT … ON CONFLICT DO UPDATE (not update_or_create's select + insert/update
+    and savepoints per link); a link an object already has to that system and type takes the new id."""
+    return ExternalId.objects.bulk_create(
+        links, update_conflicts=True, unique_fields=["content_type", "object_id", "system", "object_type"],
+        update_fields=["external_id"])
 
 
 def object_by_external_id(*, model: type[models.Model], system: str, object_type: str, external_id: str):

@@ -23,13 +23,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.canonical.models import ExternalId
+from apps.canonical.services import external_ids_link
 from apps.connectors.base import DownstreamError
 from apps.connectors.registry import client_class
 from apps.core.logging import log_context
 
 from . import circuit
-from apps.canonical.models import ExternalId
-
 from .models import Attempt, Connection, SyncRecord, SyncRun
 from .workflows.base import Hold, Problem, get_workflow
 
@@ -164,9 +164,7 @@ class Work:
 
     def flush_links(self) -> None:
         if self.links:
-            ExternalId.objects.bulk_create(
-                self.links, update_conflicts=True, unique_fields=["content_type", "object_id", "system", "object_type"],
-                update_fields=["external_id"])
+            external_ids_link(self.links)
             self.links = []
 
 

@@ -504,8 +504,9 @@ def stage_price(ctx) -> None:
     p = ctx.payload
     if p.get("action") == REVERSE:
         return
+    # the cap is checked once, under the engagement's lock, by price_under_cap (when the line draws on one)
     problems, v = evaluate(p, source_kind=ctx.source.kind, ref=_reference(ctx),
-                           exclude_source=(ctx.source.kind, str(p.get("entry_id", ""))))
+                           exclude_source=(ctx.source.kind, str(p.get("entry_id", ""))), check_cap=False)
     if problems:
         p.pop("priced", None)
         raise Hold(problems)
