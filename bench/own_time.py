@@ -142,7 +142,8 @@ def measure(args) -> int:
               f"{(cpu + pg_cpu) / args.n * 1000:.2f} ms; of the worker's, in the HTTP client (part of the calls' "
               f"time): {http_cpu[0] / args.n * 1000:.2f} ms")
         if prof:
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
+            prof.dump_stats("/tmp/own.prof") if os.environ.get("PDUMP") else None
+            pstats.Stats(prof).sort_stats(os.environ.get("PSORT","cumulative")).print_stats(args.profile)
         return 0 if n == args.n else 1
     finally:
         os.killpg(gunicorn.pid, 15)

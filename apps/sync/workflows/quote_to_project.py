@@ -72,14 +72,6 @@ def set_path(payload: dict, path: str, value) -> None:
     cur[parts[-1]] = value
 
 
-def _account_customer(payload: dict, source_kind: str) -> Customer | None:
-    account_id = get_path(payload, "account.id")
-    if not account_id:
-        return None
-    return canonical.object_by_external_id(model=Customer, system=source_kind, object_type="account",
-                                           external_id=account_id)
-
-
 def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = None,
              found: dict | None = None) -> list[Problem]:
     """Every rule a closed-won opportunity must pass before anything is written anywhere."""
@@ -145,11 +137,10 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
             problems.append(Problem("duplicate_customer_suspected",
                                     "The customer chosen to link to no longer exists.", ["duplicate_resolution"]))
     elif resolution != "new" and account.get("name") and account.get("tax_id"):
-        own = _account_customer(payload, source_kind)
+        own, dups = canonical.account_customer_and_duplicates(
+            system=source_kind, account_id=account.get("id") or "", name=account["name"], tax_id=account["tax_id"])
         if found is not None:
             found["customer"] = own  # the stage writes to it, without looking it up again
-        dups = list(canonical.customer_find_duplicates(name=account["name"], tax_id=account["tax_id"],
-                                                       exclude_pk=own.pk if own else None)[:3])
         if dups:
             listing = ", ".join(f"#{c.pk} {c.name}" for c in dups)
             problems.append(Problem("duplicate_customer_suspected",
