@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where a record's time goes: quote-to-project for N opportunities worked in this one process, profiled.
 
-    cd /work/main && .venv/bin/python bench/own_time.py [--n 500] [--profile 30]
+    cd /work/main && .venv/bin/python bench/own_time.py [--n 500] [--profile 30 [--sort tottime] [--dump F]]
 
 A quick, in-process companion to bench/run.py's end-to-end rounds (which run real RQ worker processes): the
 sandboxes run in a gunicorn of their own, the records are worked by `engine.drain()` here, and the script prints
@@ -40,7 +40,9 @@ def backend_cpu(pid: int) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=500)
-    p.add_argument("--profile", type=int, default=0, help="print the K most expensive functions (cumulative)")
+    p.add_argument("--profile", type=int, default=0, help="print the K most expensive functions")
+    p.add_argument("--sort", default="cumulative", help="the profile's order: cumulative (default), tottime, …")
+    p.add_argument("--dump", default="", help="also write the profile to this file (for snakeviz, pstats)")
     p.add_argument("--port", type=int, default=18111, help="the sandboxes' gunicorn port")
     args = p.parse_args()
     started = []
@@ -105,15 +107,16 @@ def measure(args) -> int:
 
         import requests
 
-        http_cpu = [0.0]
+        http_cpu, http_wall = [0.0], [0.0]
         plain_request = requests.Session.request
 
         def timed_request(self, *a, **kw):  # CPU this process spends in the HTTP client (inside the calls' time)
-            c0 = time.process_time()
+            c0, w0 = time.process_time(), time.perf_counter()
             try:
                 return plain_request(self, *a, **kw)
             finally:
                 http_cpu[0] += time.process_time() - c0
+                http_wall[0] += time.perf_counter() - w0
 
         requests.Session.request = timed_request
         prof = cProfile.Profile(time.process_time) if args.profile else None  # CPU time, not wall
@@ -134,7 +137,8 @@ def measure(args) -> int:
         n = SyncRecord.objects.filter(status="succeeded").count()
         print(f"records: {dict(counts)}; succeeded {n} of {args.n}")
         print(f"wall {wall:.2f} s → {args.n / wall:.1f} records/s; waiting on the sandboxes {waited:.2f} s "
-              f"({Attempt.objects.count()} calls)")
+              f"({Attempt.objects.count()} calls; Σ Attempt.duration_ms, each rounded to the ms; measured here "
+              f"to the µs around the HTTP client: {http_wall[0]:.2f} s)")
         print(f"Handoff's own time per record: {(wall - waited) / args.n * 1000:.2f} ms; "
               f"SQL statements per record: {statements[0] / args.n:.1f}")
         print(f"CPU per record (what a busy machine does not inflate): this worker {cpu / args.n * 1000:.2f} ms "
@@ -142,8 +146,9 @@ def measure(args) -> int:
               f"{(cpu + pg_cpu) / args.n * 1000:.2f} ms; of the worker's, in the HTTP client (part of the calls' "
               f"time): {http_cpu[0] / args.n * 1000:.2f} ms")
         if prof:
-            prof.dump_stats("/tmp/own.prof") if os.environ.get("PDUMP") else None
-            pstats.Stats(prof).sort_stats(os.environ.get("PSORT","cumulative")).print_stats(args.profile)
+            if args.dump:
+                prof.dump_stats(args.dump)
+            pstats.Stats(prof).sort_stats(args.sort).print_stats(args.profile)
         return 0 if n == args.n else 1
     finally:
         os.killpg(gunicorn.pid, 15)

@@ -108,13 +108,13 @@ class BaseClient:
             resp = http_session().request(method, url, data=body, params=params, headers=headers,
                                           timeout=settings.HANDOFF_HTTP_TIMEOUT)
         except requests.RequestException as exc:
-            ms = int((time.monotonic() - t0) * 1000)
+            ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
             kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
             log.info("%s %s %s: %s after %d ms", self.system, method, path, kind, ms, extra={
                 "system": self.system, "http_method": method, "path": path, "status": None, "duration_ms": ms})
             self.recorder.finish(handle, status=None, excerpt=str(exc)[:500], duration_ms=ms, outcome="transient")
             raise DownstreamError(f"{self.connection.name} {kind}", permanent=False, system=self.system) from exc
-        ms = int((time.monotonic() - t0) * 1000)
+        ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
         log.info("%s %s %s -> %s in %d ms", self.system, method, path, resp.status_code, ms, extra={
             "system": self.system, "http_method": method, "path": path, "status": resp.status_code, "duration_ms": ms})
         excerpt = resp.text[:1000]

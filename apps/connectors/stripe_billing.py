@@ -49,10 +49,10 @@ class RecordingHTTPClient(RequestsClient):
         try:
             content, status, rheaders = super().request(method, url, headers, post_data)
         except StripeError as exc:
-            ms = int((time.monotonic() - t0) * 1000)
+            ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
             self.recorder.finish(handle, status=None, excerpt=str(exc)[:500], duration_ms=ms, outcome="transient")
             raise
-        ms = int((time.monotonic() - t0) * 1000)
+        ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
         transient = status in (408, 429) or status >= 500
         outcome = "ok" if status < 400 else ("transient" if transient else "permanent")
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
