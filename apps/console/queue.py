@@ -10,6 +10,7 @@ from functools import cached_property
 from django.core.paginator import Paginator
 from datetime import timedelta
 
+from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Upper
 from django.utils import timezone
@@ -142,25 +143,69 @@ def facet_counts(qs: QuerySet) -> dict[str, list[tuple[str, int]]]:
     return {f: sorted(d.items(), key=lambda t: (-t[1], str(t[0]))) for f, d in out.items()}
 
 
-def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
-    """Held records grouped by error signature: count, oldest, amount at stake, a sample message.
+GROUP_KEYS = ["error_signature", "reason_code", "failed_system", "workflow", "stage"]
+# the columns of desk_signature_groups, in its key order: the five group keys, then the facets not among them
+PASS_KEYS = GROUP_KEYS + [f for f in FACETS if f not in GROUP_KEYS]
 
-    One index-only pass over desk_groups. Records without a signature are dropped here rather than in SQL
-    (`error_signature <> ''` made the planner expect 1 % of the rows, since 99 % of the table has none), so the
-    query asks for one group more than it shows; COUNT(*) rather than COUNT(id) (nothing to check per row)."""
-    rows = (qs.order_by()
-            .values("error_signature", "reason_code", "failed_system", "workflow", "stage")
-            .annotate(n=Count("*"), oldest=Min("held_at"), amount=Sum("amount"),
-                      currency_min=Min("currency"), currency_max=Max("currency"), sample_id=Min("id"))
-            .order_by("-n", "oldest")[:limit + 1])
-    rows = [r for r in rows if r["error_signature"]][:limit]
+
+def facets_and_groups(qs: QuerySet, limit: int = 100) -> tuple[dict[str, list[tuple[str, int]]], list[dict]]:
+    """The grouped view's facet counts and its groups (held records grouped by error signature: count, oldest,
+    amount at stake, a sample message), from ONE pass over the filtered rows, in one statement.
+
+    `g` groups the rows by all eight keys in the key order of desk_signature_groups, so PostgreSQL aggregates them
+    as a (parallel) index-only scan goes by: no sort and no hash of 100k rows. `r` rolls those few thousand
+    partial groups up both ways with `GROUPING SETS ((the five facets), (the five group keys))`; the facet rows
+    and only the `limit` largest signature groups come back. (GROUPING SETS straight over the rows sorted all
+    ~100k actionable rows of a 10M table twice: 175 ms; two grouped queries read them twice. The ndistinct
+    statistics syncrecord_group_ndistinct tell the planner the signatures make a few thousand groups, not
+    ~90,000.) Records without a signature are dropped after grouping: as a WHERE on the rows,
+    `error_signature <> ''` made the planner expect 1 % of them (99 % of the table has none)."""
+    inner, params = (qs.order_by().values(*PASS_KEYS)
+                     .annotate(n=Count("*"), oldest=Min("held_at"), amount=Sum("amount"), cmin=Min("currency"),
+                               cmax=Max("currency"), sample=Min("id"))
+                     .query.sql_with_params())
+    keys = ", ".join(PASS_KEYS)
+    with transaction.atomic(), connection.cursor() as cur:
+        # Gathering the workers' partial groups costs the planner 0.1 a row by default: for the ~6,000 it expects
+        # (team, priority and SLA state multiply the signature's groups; really ~3,000) it then keeps the pass in
+        # one process — 53 ms instead of 38 ms at 10M. For this statement only.
+        cur.execute("SET LOCAL parallel_tuple_cost = 0.01")
+        cur.execute(
+            f"WITH g AS ({inner}), "
+            f"r AS (SELECT GROUPING(error_signature) AS facet_row, {keys}, SUM(n) AS n, MIN(oldest) AS oldest, "
+            f"SUM(amount) AS amount, MIN(cmin) AS cmin, MAX(cmax) AS cmax, MIN(sample) AS sample FROM g "
+            f"GROUP BY GROUPING SETS (({', '.join(FACETS)}), ({', '.join(GROUP_KEYS)}))) "
+            f"(SELECT * FROM r WHERE facet_row = 1) UNION ALL "
+            f"(SELECT * FROM r WHERE facet_row = 0 AND error_signature <> '' "
+            f"ORDER BY n DESC, oldest, error_signature LIMIT %s)", [*params, limit])
+        result = cur.fetchall()
+        cur.execute("SET LOCAL parallel_tuple_cost TO DEFAULT")
+    at = {k: i + 1 for i, k in enumerate(PASS_KEYS)}
+    n_at = len(PASS_KEYS) + 1
+    facets: dict[str, dict] = {f: {} for f in FACETS}
+    rows = []
+    for row in result:
+        n = int(row[n_at])
+        if row[0]:
+            for f in FACETS:
+                counts = facets[f]
+                counts[row[at[f]]] = counts.get(row[at[f]], 0) + n
+        else:
+            oldest, amount, currency_min, currency_max, sample_id = row[n_at + 1:]
+            rows.append({**{k: row[at[k]] for k in GROUP_KEYS}, "n": n, "oldest": oldest, "amount": amount,
+                         "currency": currency_min if currency_min == currency_max else "mixed currencies",
+                         "sample_id": sample_id})
     samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
     from apps.sync.desk import normalise_message
 
     for r in rows:
         r["message"] = normalise_message(samples.get(r["sample_id"], ""))
-        r["currency"] = r["currency_min"] if r["currency_min"] == r["currency_max"] else "mixed currencies"
-    return rows
+    return {f: sorted(d.items(), key=lambda t: (-t[1], str(t[0]))) for f, d in facets.items()}, rows
+
+
+def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
+    """Held records grouped by error signature (see facets_and_groups)."""
+    return facets_and_groups(qs, limit)[1]
 
 
 def global_search(q: str, limit: int = 50) -> list[SyncRecord]:

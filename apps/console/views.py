@@ -64,7 +64,11 @@ def exceptions(request):
     qs = queue.held_queryset(params, request.user)
     sort = params.get("sort") if params.get("sort") in queue.SORTS else "priority"
     view = "groups" if params.get("view") == "groups" else "rows"
-    facets = queue.facet_counts(qs)
+    grouped: list[dict] = []
+    if view == "groups":  # the facets and the groups in one pass over the rows
+        facets, grouped = queue.facets_and_groups(qs)
+    else:
+        facets = queue.facet_counts(qs)
     total = sum(n for _, n in facets["priority"])  # the facets already counted the rows: no COUNT(*) again
     # paginate ids (an index-only scan, cheap even on a deep page), then load just the page's rows
     paginator = queue.CountedPaginator(qs.order_by(*queue.SORTS[sort][0]).values_list("id", flat=True), 50,
@@ -82,7 +86,7 @@ def exceptions(request):
         "sorts": queue.SORTS,
         "view": view, "team": queue.effective_team(params, request.user),
         "facets": facets, "workflows": all_workflows(), "teams": SyncRecord.Team.choices,
-        "groups": queue.groups(qs) if view == "groups" else [],
+        "groups": grouped,
         "querystring": request.GET.urlencode(), "filter_qs": base.urlencode(), "ages": list(queue.AGES),
         "sources": Connection.objects.filter(role="crm").values_list("slug", flat=True),
         "can_bulk": request.user.has_perm("sync.resubmit_syncrecord"),

@@ -252,9 +252,12 @@ class SyncRecord(models.Model):
                          include=["amount", "held_at", "sla_due_at", "id"],
                          condition=Q(status__in=["held", "dead"]), name="desk_facets"),
             models.Index(fields=["title", "id"], condition=Q(status__in=["held", "dead"]), name="desk_title"),
-            models.Index(fields=["error_signature", "reason_code", "failed_system", "workflow", "stage"],
-                         include=["held_at", "amount", "currency", "owner_team", "id"],
-                         condition=Q(status__in=["held", "dead"]), name="desk_groups"),
+            # the grouped view: its groups and its facet counts aggregated in one index-only pass, in key order
+            # (apps/console/queue.py facets_and_groups)
+            models.Index(fields=["error_signature", "reason_code", "failed_system", "workflow", "stage", "owner_team",
+                                 "priority", "sla_state"],
+                         include=["held_at", "amount", "currency", "id"],
+                         condition=Q(status__in=["held", "dead"]), name="desk_signature_groups"),
             # "find any record by any id": exact match on any key
             GinIndex(fields=["search_keys"], name="syncrecord_search_keys"),
             # …and by (part of) its title / customer name
