@@ -25,7 +25,7 @@ import time
 import requests
 from django.conf import settings as django_settings
 
-from .base import BaseClient, DownstreamError, http_session, log, parse_retry_after, safe_json
+from .base import BaseClient, DownstreamError, elapsed_ms, http_session, log, parse_retry_after, safe_json
 
 # the sandbox model's ids (apps/sandbox/anaplan_api.py serves them): the defaults when a setting is absent
 DEFAULT_SETTINGS = {
@@ -90,11 +90,11 @@ class AnaplanClient(BaseClient):
             resp = http_session().request(method, f"{self.base_url}{path}", data=data, headers=headers,
                                           timeout=django_settings.HANDOFF_HTTP_TIMEOUT)
         except requests.RequestException as exc:
-            ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
+            ms = elapsed_ms(t0)
             kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
             self.recorder.finish(handle, status=None, excerpt=str(exc)[:500], duration_ms=ms, outcome="transient")
             raise DownstreamError(f"{self.connection.name} {kind}", permanent=False, system=self.system) from exc
-        ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
+        ms = elapsed_ms(t0)
         log.info("%s %s %s -> %s in %d ms", self.system, method, path, resp.status_code, ms, extra={
             "system": self.system, "http_method": method, "path": path, "status": resp.status_code, "duration_ms": ms})
         if resp.status_code in self.ok_statuses:

@@ -23,7 +23,7 @@ from django.conf import settings
 from stripe import StripeError
 from stripe._http_client import RequestsClient
 
-from .base import DownstreamError, NullRecorder, http_session, parse_retry_after
+from .base import DownstreamError, NullRecorder, elapsed_ms, http_session, parse_retry_after
 
 log = logging.getLogger("handoff.http")
 
@@ -49,10 +49,10 @@ class RecordingHTTPClient(RequestsClient):
         try:
             content, status, rheaders = super().request(method, url, headers, post_data)
         except StripeError as exc:
-            ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
+            ms = elapsed_ms(t0)
             self.recorder.finish(handle, status=None, excerpt=str(exc)[:500], duration_ms=ms, outcome="transient")
             raise
-        ms = round((time.monotonic() - t0) * 1000)  # rounded, not floored: Σ over many calls stays unbiased
+        ms = elapsed_ms(t0)
         transient = status in (408, 429) or status >= 500
         outcome = "ok" if status < 400 else ("transient" if transient else "permanent")
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)

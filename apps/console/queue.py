@@ -136,8 +136,14 @@ def sorted_page(qs: QuerySet, sort: str, page: int, per_page: int = 50):
 def facet_counts(qs: QuerySet) -> dict[str, list[tuple[str, int]]]:
     """Counts per value of every facet over the filtered rows, in ONE grouped query (index-only on desk_facets:
     no ordering, and COUNT(*) rather than COUNT(id), which would need the table)."""
+    return _facet_lists(qs.order_by().values(*FACETS).annotate(n=Count("*")))
+
+
+def _facet_lists(rows) -> dict[str, list[tuple[str, int]]]:
+    """Rows of counts per combination of the facets' values (dicts with every facet and `n`) → per facet, its
+    values with their counts, largest first."""
     out: dict[str, dict] = {f: {} for f in FACETS}
-    for row in qs.order_by().values(*FACETS).annotate(n=Count("*")):
+    for row in rows:
         for f in FACETS:
             out[f][row[f]] = out[f].get(row[f], 0) + row["n"]
     return {f: sorted(d.items(), key=lambda t: (-t[1], str(t[0]))) for f, d in out.items()}
@@ -180,19 +186,15 @@ def facets_and_groups(qs: QuerySet, limit: int = 100) -> tuple[dict[str, list[tu
             f"ORDER BY n DESC, oldest, error_signature LIMIT %s)", [*params, limit])
         result = cur.fetchall()
         cur.execute("SET LOCAL parallel_tuple_cost TO DEFAULT")
-    at = {k: i + 1 for i, k in enumerate(PASS_KEYS)}
-    n_at = len(PASS_KEYS) + 1
-    facets: dict[str, dict] = {f: {} for f in FACETS}
-    rows = []
-    for row in result:
-        n = int(row[n_at])
-        if row[0]:
-            for f in FACETS:
-                counts = facets[f]
-                counts[row[at[f]]] = counts.get(row[at[f]], 0) + n
+    facet_rows, rows = [], []
+    for facet_row, *values in result:
+        row = dict(zip(PASS_KEYS, values))
+        oldest, amount, currency_min, currency_max, sample_id = values[len(PASS_KEYS) + 1:]
+        row["n"] = int(values[len(PASS_KEYS)])
+        if facet_row:
+            facet_rows.append(row)
         else:
-            oldest, amount, currency_min, currency_max, sample_id = row[n_at + 1:]
-            rows.append({**{k: row[at[k]] for k in GROUP_KEYS}, "n": n, "oldest": oldest, "amount": amount,
+            rows.append({**{k: row[k] for k in GROUP_KEYS}, "n": row["n"], "oldest": oldest, "amount": amount,
                          "currency": currency_min if currency_min == currency_max else "mixed currencies",
                          "sample_id": sample_id})
     samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
@@ -200,7 +202,7 @@ def facets_and_groups(qs: QuerySet, limit: int = 100) -> tuple[dict[str, list[tu
 
     for r in rows:
         r["message"] = normalise_message(samples.get(r["sample_id"], ""))
-    return {f: sorted(d.items(), key=lambda t: (-t[1], str(t[0]))) for f, d in facets.items()}, rows
+    return _facet_lists(facet_rows), rows
 
 
 def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
