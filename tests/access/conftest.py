@@ -19,7 +19,8 @@ CONSULTANT = "Priya Raman"
 
 
 def held_record(connection: Connection, *, owner_team: str = "pmo", workflow: str = "quote_to_project",
-                payload: dict | None = None, title: str = "Bluefin Analytics — ERP rollout") -> SyncRecord:
+                payload: dict | None = None, title: str = "Bluefin Analytics — ERP rollout",
+                source_key: str = "deal:900001") -> SyncRecord:
     payload = payload or {
         "opportunity_id": "900001", "deal_id": "900001", "opportunity_name": title, "amount": "120000.00",
         "currency": "USD", "close_date": "2026-03-31", "contract_type": "fixed_fee", "legal_entity": "",
@@ -30,7 +31,7 @@ def held_record(connection: Connection, *, owner_team: str = "pmo", workflow: st
     record = SyncRecord(
         workflow=workflow, stage="validate", status="held", reason_code="missing_legal_entity",
         fault_fields=["legal_entity"], message=f"No legal entity is set on “{title}” (tax id {TAX_ID}).",
-        owner_team=owner_team, source_connection=connection, source_key=f"deal:{payload.get('deal_id', title)}",
+        owner_team=owner_team, source_connection=connection, source_key=source_key,
         title=title, amount=payload.get("amount"), currency=payload.get("currency", "USD"),
         original_payload=payload, current_payload=payload, context={"fetched": True}, held_at=timezone.now())
     record.search_keys = search_keys(record)
@@ -43,7 +44,7 @@ def time_entry_record(connection: Connection) -> SyncRecord:
     payload = {"entry_type": "time", "entry_id": "TE-77", "person": CONSULTANT, "minutes": 480,
                "date": "2026-11-02", "engagement_code": "ENG-ACCESS-1", "role_name": "Consultant"}
     return held_record(connection, owner_team="finance_ops", workflow="time_to_billing", payload=payload,
-                       title=f"Time 8.00 h · {CONSULTANT} · 2026-11-02 (entry TE-77)")
+                       title=f"Time 8.00 h · {CONSULTANT} · 2026-11-02 (entry TE-77)", source_key="time:TE-77")
 
 
 @dataclass

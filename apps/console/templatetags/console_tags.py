@@ -6,7 +6,7 @@ what the mask hides)."""
 from __future__ import annotations
 
 from django import template
-from django.db.models import Q, Value
+from django.db.models import Q, TextField, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce, Length, StrIndex, Upper
 from django.db.models.lookups import Contains, GreaterThan, GreaterThanOrEqual
@@ -40,9 +40,9 @@ def personal_match(q: str) -> Q:
     cond = Q(pk__in=[])
     for payload in ("original_payload", "current_payload"):
         for path in PERSONAL_PATHS:
-            value = Upper(Coalesce(KT(f"{payload}__{path.replace('.', '__')}"), Value("")))
+            value = Upper(Coalesce(KT(f"{payload}__{path.replace('.', '__')}"), Value(""), output_field=TextField()))
             cond |= Q(Contains(value, key)) | (Q(GreaterThanOrEqual(Length(value), 3))
-                                               & Q(GreaterThan(StrIndex(Value(key), value), 0)))
+                                               & Q(GreaterThan(StrIndex(Value(key, output_field=TextField()), value), 0)))
     return cond
 
 
