@@ -37,12 +37,13 @@ def personal_match(q: str) -> Q:
     """Records whose personal values contain the search text, or are contained in it (as personal_values
     reads them, upper-cased like the search): what a search must not match for a user who sees them masked."""
     key = q.strip().upper()
+    text = Value(key, output_field=TextField())
     cond = Q(pk__in=[])
     for payload in ("original_payload", "current_payload"):
         for path in PERSONAL_PATHS:
             value = Upper(Coalesce(KT(f"{payload}__{path.replace('.', '__')}"), Value(""), output_field=TextField()))
             cond |= Q(Contains(value, key)) | (Q(GreaterThanOrEqual(Length(value), 3))
-                                               & Q(GreaterThan(StrIndex(Value(key, output_field=TextField()), value), 0)))
+                                               & Q(GreaterThan(StrIndex(text, value), 0)))
     return cond
 
 
