@@ -365,15 +365,16 @@ def test_confirm_enqueues_after_commit(connections, alice, django_capture_on_com
     assert job.id == f"handoff-bulk-{b.pk}" and job.args == (b.pk,)
 
 
-def test_bulk_assign_and_ignore(connections, alice, bob):
+def test_bulk_assign_and_ignore(connections, alice, carol):
+    # carol (integration admin) may act on the PMO records alice assigns her
     records = make_records(connections, 3)
-    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "bob"})
+    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "carol"})
     bulk.bulk_confirm(bulk=b, actor=alice)
     assert bulk.bulk_run(b.pk) == {"done": 3, "succeeded": 3, "failed": 0}
     assert set(SyncRecord.objects.filter(pk__in=ids(records)).values_list("assignee__username", "version",
-                                                                          "status")) == {("bob", 2, "held")}
+                                                                          "status")) == {("carol", 2, "held")}
     a = AuditEntry.objects.filter(action="bulk_assign").first()
-    assert a.before == {"assignee": None} and a.after == {"assignee": "bob"} and f"bulk #{b.pk}" in a.reason
+    assert a.before == {"assignee": None} and a.after == {"assignee": "carol"} and f"bulk #{b.pk}" in a.reason
 
     b = bulk.bulk_preview(actor=alice, action="ignore", record_ids=ids(records), params={"reason": "duplicates"})
     assert b.preview["would_pass"]["count"] == 3
@@ -385,11 +386,11 @@ def test_bulk_assign_and_ignore(connections, alice, bob):
     assert "duplicates" in AuditEntry.objects.filter(action="bulk_ignore").first().reason
 
 
-def test_assignee_gone_before_the_run_fails_the_job(connections, alice, bob):
+def test_assignee_gone_before_the_run_fails_the_job(connections, alice, carol):
     records = make_records(connections, 2)
-    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "bob"})
+    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "carol"})
     bulk.bulk_confirm(bulk=b, actor=alice)
-    User.objects.filter(pk=bob.pk).update(is_active=False)
+    User.objects.filter(pk=carol.pk).update(is_active=False)
     with pytest.raises(bulk.BulkError):
         bulk.bulk_run(b.pk)
     b.refresh_from_db()

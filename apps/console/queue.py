@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from apps.sync.models import SyncRecord
 
+from .templatetags.console_tags import may_see_personal, personal_match
+
 AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "24h": timedelta(hours=24), "3d": timedelta(days=3),
         "7d": timedelta(days=7)}
 SORTS = {
@@ -73,13 +75,16 @@ def _decimal(value: str):
         return None
 
 
-def search_filter(q: str) -> Q:
-    """Any id (exact, case-free) or part of a title / customer name."""
+def search_filter(q: str, user=None) -> Q:
+    """Any id (exact, case-free) or part of a title / customer name; for a user who sees personal data masked,
+    never a match on it (the hit would confirm it)."""
     q = q.strip()
     key = q.upper()[:200]
     cond = Q(search_keys__contains=[key])
     if len(q) >= 3:
         cond |= Q(title_upper__contains=key)
+    if user is not None and not may_see_personal(user):
+        cond &= ~personal_match(key)
     return cond
 
 
@@ -118,7 +123,7 @@ def held_queryset(params: dict, user=None) -> QuerySet:
     if (v := _decimal(p.get("amount_max"))) is not None:
         qs = qs.filter(amount__lte=v)
     if q := p.get("q"):
-        qs = with_title_upper(qs).filter(search_filter(q))
+        qs = with_title_upper(qs).filter(search_filter(q, user))
     return qs
 
 
@@ -210,7 +215,7 @@ def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
     return facets_and_groups(qs, limit)[1]
 
 
-def global_search(q: str, limit: int = 50) -> list[SyncRecord]:
+def global_search(q: str, limit: int = 50, user=None) -> list[SyncRecord]:
     """Any record, any status, by any id or part of its title: held records and dead letters first (the ones a
     person can act on), then the others, each newest first.
 
@@ -219,7 +224,7 @@ def global_search(q: str, limit: int = 50) -> list[SyncRecord]:
     ("Acme": 1 record in 80, 125k of 10M) no longer fetches and sorts every matching row of the whole table."""
     if not q.strip():
         return []
-    base = with_title_upper(SyncRecord.objects.all()).filter(search_filter(q)).order_by("-updated_at", "-id")
+    base = with_title_upper(SyncRecord.objects.all()).filter(search_filter(q, user)).order_by("-updated_at", "-id")
     actionable = base.filter(status__in=SyncRecord.ACTIONABLE).values_list("id", flat=True)[:limit]
     others = base.exclude(status__in=SyncRecord.ACTIONABLE).values_list("id", flat=True)[:limit]
     ids = list(actionable.union(others, all=True).order_by()[:limit])

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from apps.canonical.models import Customer, ExternalId
 
-from .desk import NotAllowed, user_teams
+from .desk import NotAllowed, assign_scope, team_scope
 from .engine import PRIORITY_QUEUE
 from .models import AuditEntry, BulkAction, SyncRecord
 from .services import apply_changes
@@ -54,7 +54,7 @@ NOT_ALLOWED = "not_allowed"
 CHANGED = "changed_since_preview"
 SKIP_LABELS = {
     NOT_HELD: "no longer held",
-    NOT_ALLOWED: "your role cannot act on it",
+    NOT_ALLOWED: "your role cannot act on it (or, assigning, the assignee's)",
     CHANGED: "changed since preview",
 }
 
@@ -66,14 +66,13 @@ class BulkError(ValueError):
 # ---------------------------------------------------------------- who may act (desk.can_act, for many records)
 
 
-def actor_scope(actor) -> Callable[[str], bool]:
-    """owner_team → may the actor act on a record of that team. The same rule as desk.can_act, decided once."""
-    if not actor.has_perm("sync.resubmit_syncrecord"):
-        return lambda team: False
-    teams = user_teams(actor)
-    if actor.is_superuser or "integration_admin" in teams:
-        return lambda team: True
-    return lambda team: team in teams
+def actor_scope(actor, action: str = "", params: dict | None = None) -> Callable[[str], bool]:
+    """owner_team → may the actor act on a record of that team (desk's rule); for an assignment, may the
+    assignee act on it too."""
+    if action == "assign":
+        assignee = get_user_model().objects.filter(pk=(params or {}).get("assignee_id")).first()
+        return assign_scope(actor, assignee)
+    return team_scope(actor)
 
 
 # ---------------------------------------------------------------- validation for many records at once
@@ -220,6 +219,8 @@ def clean_params(action: str, params: dict) -> dict:
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             raise BulkError(f"There is no active user “{username}”.")
+        if not any(map(team_scope(user), SyncRecord.Team.values)):
+            raise BulkError(f"{username} cannot act on held records: assign them to someone who can.")
         out.update(assignee=user.get_username(), assignee_id=user.pk)
     elif action == "ignore":
         reason = str(params.get("reason") or "").strip()
@@ -311,7 +312,7 @@ def bulk_preview(*, actor, action: str, record_ids: list[int], params: dict,
     if len(ids) > MAX_RECORDS:
         raise BulkError(f"{len(ids):,} records are selected; a bulk action takes at most {MAX_RECORDS:,}. "
                         f"Narrow the filter.")
-    may_act = actor_scope(actor)
+    may_act = actor_scope(actor, action, params)
     validating = action in ("resubmit", "fix")
     changes = params.get("changes") or {}
     ref = quote_to_project.Reference.load() if validating else None
@@ -410,7 +411,7 @@ def bulk_run(bulk_id: int) -> dict:
         if bulk.action == "assign" and not get_user_model().objects.filter(
                 pk=bulk.params.get("assignee_id"), is_active=True).exists():
             raise BulkError(f"The assignee “{bulk.params.get('assignee')}” is no longer an active user.")
-        may_act = actor_scope(bulk.actor)
+        may_act = actor_scope(bulk.actor, bulk.action, bulk.params)
         versions = {int(k): v for k, v in (bulk.preview or {}).get("versions", {}).items()}
         for i, chunk in enumerate(_chunks(list(bulk.record_ids), RUN_CHUNK), 1):
             chunk_failures = _Tally()

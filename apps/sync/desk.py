@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from decimal import Decimal
 
 from django.db import transaction
@@ -34,12 +35,32 @@ def user_teams(user) -> set[str]:
     return cached
 
 
-def can_act(user, record: SyncRecord) -> bool:
-    """Integration admins act on every record; PMO and finance ops on their own team's records."""
-    if not user.has_perm("sync.resubmit_syncrecord"):
-        return False
+def team_scope(user) -> Callable[[str], bool]:
+    """owner_team → may the user act on a record of that team: integration admins on every record, PMO and
+    finance ops on their own team's records, viewers on none. Decided once, for one record or many."""
+    if not user or not user.has_perm("sync.resubmit_syncrecord"):
+        return lambda team: False
     teams = user_teams(user)
-    return user.is_superuser or "integration_admin" in teams or record.owner_team in teams
+    if user.is_superuser or "integration_admin" in teams:
+        return lambda team: True
+    return lambda team: team in teams
+
+
+def assign_scope(actor, assignee) -> Callable[[str], bool]:
+    """owner_team → may the actor give a record of that team to the assignee: both must be able to act on it,
+    or the record would sit with someone who cannot work it. One rule for single and bulk assignment."""
+    actor_may, assignee_may = team_scope(actor), team_scope(assignee)
+    return lambda team: actor_may(team) and assignee_may(team)
+
+
+def can_act(user, record: SyncRecord) -> bool:
+    return team_scope(user)(record.owner_team)
+
+
+def can_comment(user) -> bool:
+    """Commenting is acting on the record (the trail is the desk's conversation): the roles that act, on any
+    team's record; viewers only read."""
+    return user.has_perm("sync.resubmit_syncrecord")
 
 
 def check_can_act(user, record: SyncRecord) -> None:
@@ -145,6 +166,10 @@ def record_assign(*, record: SyncRecord, actor, assignee, expected_version: int 
     before = {"assignee": record.assignee.username if record.assignee else None}
     after = {"assignee": assignee.username if assignee else None}
     action = "claim" if assignee == actor else ("unassign" if assignee is None else "assign")
+    if assignee is not None and not assign_scope(actor, assignee)(record.owner_team):
+        check_can_act(actor, record)
+        raise NotAllowed(f"{assignee.get_username()} cannot act on {record.get_owner_team_display()} records; "
+                         f"assign it to someone who can.")
     return _audited_update(record=record, actor=actor, expected_version=expected_version, action=action,
                            fields={"assignee": assignee}, before=before, after=after)
 
@@ -153,8 +178,8 @@ def record_comment(*, record: SyncRecord, actor, text: str) -> AuditEntry:
     text = (text or "").strip()
     if not text:
         raise ValueError("A comment cannot be empty.")
-    if not actor.has_perm("sync.view_syncrecord"):
-        raise NotAllowed("You cannot comment on records.")
+    if not can_comment(actor):
+        raise NotAllowed("Your role cannot comment on records.")
     return AuditEntry.objects.create(actor=actor, record=record, action="comment", reason=text[:4000])
 
 
