@@ -319,12 +319,18 @@ def cmd_services(argv: list[str]) -> int:
     return 0
 
 
+def cmd_supervise(argv: list[str]) -> int:
+    """Run the named Procfile processes under the Supervisor, with the environment as it is (no engines started,
+    no migration): what `run` does after its set-up, for a host without a process manager of its own."""
+    return Supervisor(read_procfile(ROOT / "Procfile", argv)).run()
+
+
 def main() -> int:
     # Procfile commands (python, gunicorn) must resolve to this environment's
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ.setdefault("XDG_RUNTIME_DIR", str(ROOT / ".data"))
     cmd, argv = sys.argv[1], sys.argv[2:]
-    return {"run": cmd_run, "test": cmd_test, "services": cmd_services}[cmd](argv)
+    return {"run": cmd_run, "test": cmd_test, "services": cmd_services, "supervise": cmd_supervise}[cmd](argv)
 
 
 if __name__ == "__main__":

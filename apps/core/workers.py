@@ -28,6 +28,12 @@ class HandoffWorker(SimpleWorker):
     """RQ's in-process worker (no fork per job: jobs are short and many), plus a heartbeat thread and fresh
     database connections around every job (a backend PostgreSQL terminated fails once, not on every later job)."""
 
+    stop_requested = False  # by SIGTERM / SIGINT (RQ's own flag is set only when the signal comes during a job)
+
+    def request_stop(self, signum, frame):
+        self.stop_requested = True
+        super().request_stop(signum, frame)
+
     def work(self, *args, **kwargs):
         self._beating = threading.Event()
         beat = threading.Thread(target=self._beat, name="rq-heartbeat", daemon=True)
@@ -40,8 +46,12 @@ class HandoffWorker(SimpleWorker):
     def _beat(self) -> None:
         while not self._beating.wait(HEARTBEAT_EVERY):
             try:
-                self.heartbeat()
-            except (RedisError, OSError):  # Redis is away: the main loop notices and reconnects
+                if self.connection.sismember(REDIS_WORKER_KEYS, self.key):
+                    self.heartbeat()
+                else:  # Redis restarted empty under a running worker (RQ reconnects, but does not register again)
+                    self.connection.delete(self.key)
+                    self.register_birth()
+            except (RedisError, OSError):  # Redis is away: RQ's loop waits for it to come back
                 pass
 
     def register_death(self):
@@ -63,10 +73,12 @@ def worker_liveness(conn, now: datetime | None = None) -> tuple[list[str], list[
     and the others (killed, or wedged without a beat). Two Redis round trips."""
     now = now or datetime.now(timezone.utc)
     keys = sorted(k.decode() if isinstance(k, bytes) else k for k in conn.smembers(REDIS_WORKER_KEYS))
-    pipe = conn.pipeline(transaction=False)
-    for key in keys:
-        pipe.hget(key, "last_heartbeat")
-    beats = pipe.execute() if keys else []
+    beats = []
+    if keys:
+        pipe = conn.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "last_heartbeat")
+        beats = pipe.execute()
     live, dead = [], []
     for key, beat in zip(keys, beats):
         name = key.removeprefix(HandoffWorker.redis_worker_namespace_prefix)

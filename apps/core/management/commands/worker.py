@@ -22,7 +22,7 @@ class Command(BaseCommand):
             reset_db_connections()
             worker.work(logging_level=level)
             # RQ quits its loop on a Redis error too; only a requested stop (SIGTERM, SIGINT) ends the command
-            if not worker._stop_requested:
+            if not worker.stop_requested:
                 raise ConnectionError("the RQ worker stopped without being asked to")
 
         run_forever(work, what="worker")
