@@ -255,22 +255,26 @@ class Supervisor:
             self.start(name)
         while not self.stopping:
             time.sleep(0.2)
-            now = time.monotonic()
-            for name, proc in list(self.procs.items()):
-                if name in self.restart_at:
-                    if now >= self.restart_at[name]:
-                        del self.restart_at[name]
-                        self.start(name)
-                    continue
-                if proc.poll() is None:
-                    continue
-                self._kill_group(proc, signal.SIGKILL)  # its children (a forked RQ or gunicorn child) go too
-                if now - self.started[name] > self.STABLE_AFTER:
-                    self.pause[name] = self.FIRST_PAUSE
-                self._say(name, f"exited with {proc.returncode}; restarting in {self.pause[name]:.0f} s")
-                self.restart_at[name] = now + self.pause[name]
-                self.pause[name] = min(self.pause[name] * 2, self.MAX_PAUSE)
+            self.tick()
         return self.shutdown()
+
+    def tick(self) -> None:
+        """Restart what is due for a restart; schedule a restart for what died since the last tick."""
+        now = time.monotonic()
+        for name, proc in list(self.procs.items()):
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    self.start(name)
+                continue
+            if proc.poll() is None:
+                continue
+            self._kill_group(proc, signal.SIGKILL)  # its children (a forked RQ or gunicorn child) go too
+            if now - self.started[name] > self.STABLE_AFTER:
+                self.pause[name] = self.FIRST_PAUSE
+            self._say(name, f"exited with {proc.returncode}; restarting in {self.pause[name]:.0f} s")
+            self.restart_at[name] = now + self.pause[name]
+            self.pause[name] = min(self.pause[name] * 2, self.MAX_PAUSE)
 
     def shutdown(self) -> int:
         for proc in self.procs.values():
