@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from django.db import connection
 from django.utils import timezone
 
 from apps.core.workers import worker_liveness
@@ -28,6 +27,7 @@ from config.launcher import EmbeddedValkey
 from ..conftest import HUBSPOT_SECRET
 from ..faultkit import (ROOT, check_outcome, create_hubspot_deals, database_url_of_this_test, free_port,
                         signed_hubspot_post, wait_for, wait_settled)
+from ..test_faults import terminate_backends  # every other connection to this test's database
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -123,14 +123,6 @@ def done_within_a_minute(stack: Stack, keys: list[str], expected: int) -> None:
     assert result["records"] == len(keys), result
 
 
-def terminate_every_backend() -> int:
-    """pg_terminate_backend for every other connection to this test's database: the stack's web and worker."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        return cur.fetchone()[0]
-
-
 def test_the_stack_rides_out_valkey_postgres_and_a_killed_worker(stack):
     keys: list[str] = []
     keys += send_deals(stack, 5, seed=1)
@@ -151,7 +143,7 @@ def test_the_stack_rides_out_valkey_postgres_and_a_killed_worker(stack):
     assert stack.starts("worker") == [worker_pid] and stack.starts("scheduler") == [scheduler_pid], stack.output()
 
     # 2. every PostgreSQL backend terminated under the web and the worker
-    assert terminate_every_backend() >= 1
+    assert terminate_backends() >= 1
     assert stack.get("/login/").status_code == 200
     keys += send_deals(stack, 5, seed=3)
     done_within_a_minute(stack, keys, len(keys))
