@@ -70,7 +70,7 @@ class HandoffWorker(SimpleWorker):
 
 def worker_liveness(conn, now: datetime | None = None) -> tuple[list[str], list[str]]:
     """(live, dead) worker names: registered workers with a heartbeat within HANDOFF_WORKER_HEARTBEAT_TTL seconds,
-    and the others (killed, or wedged without a beat). Two Redis round trips."""
+    and the others (killed, or wedged without a beat) until their key expires. Two Redis round trips."""
     now = now or datetime.now(timezone.utc)
     keys = sorted(k.decode() if isinstance(k, bytes) else k for k in conn.smembers(REDIS_WORKER_KEYS))
     beats = []
@@ -81,7 +81,9 @@ def worker_liveness(conn, now: datetime | None = None) -> tuple[list[str], list[
         beats = pipe.execute()
     live, dead = [], []
     for key, beat in zip(keys, beats):
+        if not beat:  # its key expired (WORKER_TTL + 60 s after the last beat): gone, RQ drops it from the set later
+            continue
         name = key.removeprefix(HandoffWorker.redis_worker_namespace_prefix)
-        age = (now - utcparse(beat.decode() if isinstance(beat, bytes) else beat)).total_seconds() if beat else None
-        (live if age is not None and age <= settings.HANDOFF_WORKER_HEARTBEAT_TTL else dead).append(name)
+        age = (now - utcparse(beat.decode() if isinstance(beat, bytes) else beat)).total_seconds()
+        (live if age <= settings.HANDOFF_WORKER_HEARTBEAT_TTL else dead).append(name)
     return live, dead
