@@ -1,17 +1,26 @@
 """The pieces that keep `./handoff run` (and any long-running process) going: the launcher's Supervisor restarts a
-dead process, with its children, and leaves the others alone; run_forever reconnects after a lost connection."""
+dead process, with its children, and leaves the others alone; run_forever reconnects after a lost connection; and a
+worker is live by its heartbeat, not by its registration."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
+from datetime import datetime, timedelta, timezone
 
+import django_rq
 import pytest
+from django.conf import settings
 from django.db import OperationalError
+from django.test import override_settings
 from redis.exceptions import ConnectionError as RedisConnectionError
+from rq.utils import utcformat
 
+from apps.core.metrics import collect
 from apps.core.resilience import run_forever
+from apps.core.workers import HandoffWorker
 from config.launcher import Supervisor
 
 
@@ -74,3 +83,24 @@ def test_run_forever_reconnects_after_lost_connections_and_lets_bugs_through():
 
     with pytest.raises(KeyError):
         run_forever(buggy, what="test", sleep=pauses.append)
+
+
+@pytest.mark.django_db
+@override_settings(HANDOFF_MIN_LIVE_WORKERS=1)
+def test_readyz_counts_workers_by_heartbeat_not_by_registration(client):
+    queue = django_rq.get_queue("default")
+    worker = HandoffWorker([queue], connection=queue.connection, name="w-heartbeat")
+    worker.register_birth()  # registered, as a worker is from its start until a clean stop
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["workers_live"] == 1
+
+    # SIGKILLed: still registered, but its heartbeat stopped
+    stale = datetime.now(timezone.utc) - timedelta(seconds=settings.HANDOFF_WORKER_HEARTBEAT_TTL + 1)
+    queue.connection.hset(worker.key, "last_heartbeat", utcformat(stale))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["workers"] == "error: 0 live, at least 1 needed"
+    assert ready.json()["workers_dead"] == ["w-heartbeat"]
+    assert re.search(r"^handoff_rq_workers 0$", collect(), re.M)
+    assert re.search(r"^handoff_rq_workers_dead 1$", collect(), re.M)
