@@ -11,7 +11,7 @@ from apps.connectors.base import parse_retry_after
 from apps.connectors.hubspot import canonical_from_deal, deal_company_id
 from apps.connectors.salesforce import build_outbound_message, parse_notifications
 from apps.sync.engine import backoff_seconds
-from apps.sync.workflows.quote_to_project import owner_team, validate
+from apps.sync.workflows.quote_to_project import WORKFLOW, validate
 
 pytestmark = pytest.mark.django_db
 
@@ -105,9 +105,9 @@ def test_a_confirmed_new_customer_or_a_link_resolves_the_duplicate(firm):
 
 
 def test_owner_team_follows_the_reason():
-    assert owner_team("missing_legal_entity") == "pmo"
-    assert owner_team("unknown_billing_terms") == "finance_ops"
-    assert owner_team("downstream_unavailable") == "integration_admin"
+    assert WORKFLOW.owner_team("missing_legal_entity") == "pmo"
+    assert WORKFLOW.owner_team("unknown_billing_terms") == "finance_ops"
+    assert WORKFLOW.owner_team("downstream_unavailable") == "integration_admin"
 
 
 def test_only_the_crm_may_write_customer_fields(firm):
