@@ -102,8 +102,8 @@ class Workflow:
     stages: list[Stage]
     validate: Callable  # validate(payload, *, record=None) -> list[Problem]
     owner_teams: dict[str, str]  # the module's OWNER_TEAM: hold reason → team
-    default_team: str  # the module's DEFAULT_TEAM: any other reason, and a new record (reason "")
-    base_priority: int  # the module's PRIORITY (the desk's business priority may raise it, a person override it)
+    default_team: str  # the module's DEFAULT_TEAM: any other reason (and a new record's, reason "", unless named)
+    base_priority: int  # the module's PRIORITY: a new record's (the desk then derives it from its business impact)
     fix_fields: list[str]  # canonical fields a person may set on the fix form
     first_stage_on_restart: str = ""
     on_hold: Callable | None = None  # on_hold(ctx, problems): tell the source system (best effort)
@@ -120,6 +120,7 @@ class Workflow:
         return self.owner_teams.get(reason) or ADMIN_TEAM.get(reason) or self.default_team
 
     def priority(self, payload: dict) -> int:
+        """A new record's priority: 1 money posting, 2 set-up, 3 reference data."""
         return self.base_priority
 
     def stage_names(self) -> list[str]:

@@ -30,8 +30,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from apps.canonical.models import CURRENCIES, Customer, Engagement, ExternalId, Milestone
-from apps.canonical.ownership import assert_may_write
-from apps.canonical.services import external_id_get, external_id_link, object_by_external_id
+from apps.canonical.services import external_id_get, external_id_link, milestone_complete, object_by_external_id
 from apps.connectors.base import DownstreamError
 from apps.finance import invoicing
 from apps.finance.models import Invoice
@@ -92,7 +91,8 @@ def facts(payload: dict, *, on: date | None = None) -> tuple[invoicing.Milestone
                                                              Engagement | None]:
     """The facts the readiness rules need, gathered from the canonical objects."""
     ms = invoicing.MilestoneFacts(name=payload.get("title") or f"story {payload.get('story_id')}",
-                                  amount=to_decimal_or_none(payload.get("amount")), currency=(payload.get("currency") or "").strip().upper(),
+                                  amount=to_decimal_or_none(payload.get("amount")),
+                                  currency=(payload.get("currency") or "").strip().upper(),
                                   workspace_id=str(payload.get("workspace_id") or ""))
     e = find_engagement(ms.workspace_id)
     if e is None:
@@ -150,19 +150,11 @@ def stage_validate(ctx) -> None:
                        terms_days=terms_days, amount=str(amount), currency=e.currency, engagement_code=e.code)
 
     def apply():
-        assert_may_write("milestone", "psa")
         fields = {"name": ms.name[:200], "amount": amount, "currency": ms.currency,
                   "due_date": _date(p.get("due_date")),
                   "completed_at": invoicing.parse_time(p.get("completed_at")) or timezone.now()}
-        milestone, created = Milestone.objects.get_or_create(engagement=e, source_key=story_id,
-                                                             defaults={**fields, "status": "completed"})
-        if not created:
-            for k, v in fields.items():
-                setattr(milestone, k, v)
-            if milestone.status != Milestone.Status.INVOICED:
-                milestone.status = Milestone.Status.COMPLETED
-            milestone.save()
-        ctx.context["milestone_id"] = milestone.pk
+        ctx.context["milestone_id"] = milestone_complete(engagement=e, source_key=story_id, fields=fields,
+                                                         source_role="psa").pk
 
     ctx.on_commit(apply)
 
