@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, models
 from django.db.models.functions import Upper
+from django.utils import timezone
 
 from .models import Customer, Engagement, ExternalId, Milestone
 from .ownership import assert_may_write
@@ -188,3 +189,7 @@ def milestone_complete(*, engagement: Engagement, source_key: str, fields: dict,
         milestone.save()
     return milestone
 
+
+def milestone_mark_invoiced(*, milestone_pk: int) -> None:
+    """Its invoice is recorded: a later completion of the same milestone keeps it invoiced."""
+    Milestone.objects.filter(pk=milestone_pk).update(status=Milestone.Status.INVOICED, updated_at=timezone.now())

@@ -30,7 +30,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from apps.canonical.models import CURRENCIES, Customer, Engagement, ExternalId, Milestone
-from apps.canonical.services import external_id_get, external_id_link, milestone_complete, object_by_external_id
+from apps.canonical.services import (external_id_get, external_id_link, milestone_complete, milestone_mark_invoiced,
+                                     object_by_external_id)
 from apps.connectors.base import DownstreamError
 from apps.finance import invoicing
 from apps.finance.models import Invoice
@@ -259,7 +260,7 @@ def stage_record(ctx) -> None:
             view=view, customer=customer, engagement=e, milestone=ms,
             extra={"kind": Invoice.Kind.MILESTONE if e.contract_type == "milestone" else Invoice.Kind.FIXED_FEE,
                    "period": month_start(issued), "idempotency_key": invoice_key(ms.source_key)})
-        Milestone.objects.filter(pk=ms.pk).update(status=Milestone.Status.INVOICED, updated_at=timezone.now())
+        milestone_mark_invoiced(milestone_pk=ms.pk)
         c["canonical_invoice_id"] = inv.pk
 
     ctx.on_commit(apply)
