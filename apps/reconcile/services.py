@@ -230,7 +230,7 @@ def _held_fields(record: SyncRecord, payload: dict, context: dict, now) -> dict:
     msg = wf.message(payload)
     return {
         "stage": wf.STAGE, "status": SyncRecord.Status.HELD, "reason_code": wf.REASON, "message": msg,
-        "fault_fields": [], "failed_system": "", "system_message": "", "owner_team": wf.owner_team(wf.REASON),
+        "fault_fields": [], "failed_system": "", "system_message": "", "owner_team": wf.WORKFLOW.owner_team(wf.REASON),
         "error_signature": desk.error_signature(wf.REASON, "", msg), "target_system": "erp", "held_at": now,
         "completed_at": None, "attempts": 0, "next_attempt_at": None, "lease_token": None, "lease_expires_at": None,
         "current_payload": payload, "context": context, **summary_fields(record, payload, context),

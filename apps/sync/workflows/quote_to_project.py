@@ -15,21 +15,20 @@ from decimal import Decimal, InvalidOperation
 
 from apps.canonical.models import CURRENCIES, Customer, Engagement, LegalEntity, PaymentTerms
 from apps.canonical import services as canonical
-from apps.connectors.base import DownstreamError
 
-from .base import Hold, Problem, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow, register
+
+# whose queue a held opportunity lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
+OWNER_TEAM = {
+    "missing_legal_entity": "pmo", "invalid_legal_entity": "pmo", "currency_not_enabled": "pmo",
+    "payload_schema_invalid": "pmo", "duplicate_customer_suspected": "pmo", "source_not_found": "pmo",
+    "unknown_billing_terms": "finance_ops", "missing_tax_profile": "finance_ops",
+    "downstream_validation": "finance_ops",  # the ERP refused the customer's tax or terms data
+}
+DEFAULT_TEAM = "pmo"
+PRIORITY = 2  # project set-up (money postings are P1, reference data P3)
 
 CONTRACT_TYPES = [c.value for c in Engagement.ContractType]
-
-# NetSuite field paths → the canonical field a person fixes
-ERP_FIELD_MAP = {
-    "vatRegNumber": "account.tax_id",
-    "companyName": "account.name",
-    "subsidiary": "legal_entity",
-    "currency": "currency",
-    "terms": "billing_terms",
-    "addressBook": "account.country",
-}
 
 FIX_FIELDS = ["legal_entity", "currency", "billing_terms", "account.tax_id", "account.name", "account.country",
               "contract_type", "amount", "service_line", "project_template", "duplicate_resolution"]
@@ -40,6 +39,14 @@ FIELD_LABELS = {
     "contract_type": "contract type", "amount": "amount", "service_line": "service line",
     "project_template": "project template", "duplicate_resolution": "duplicate resolution",
 }
+
+# what a system's permanent refusal becomes (NetSuite's field paths → the canonical field a person fixes)
+ERP_REFUSAL = Refusal("The ERP refused to {what}: {message} (field: {label}).", labels=FIELD_LABELS, fields={
+    "vatRegNumber": "account.tax_id", "companyName": "account.name", "subsidiary": "legal_entity",
+    "currency": "currency", "terms": "billing_terms", "addressBook": "account.country"})
+PSA_REFUSAL = Refusal("The PSA refused to create the project: {message}.")
+CRM_REFUSAL = Refusal("The CRM refused the write-back of the new ids: {message}.")
+DEAL_GONE = Refusal(not_found="HubSpot has no deal {deal_id} (deleted or merged?).")
 
 
 @dataclass
@@ -150,18 +157,6 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
     return problems
 
 
-def owner_team(reason: str) -> str:
-    if reason in ("unknown_billing_terms", "missing_tax_profile", "downstream_validation"):
-        return "finance_ops"
-    if reason in ("internal_error", "downstream_auth", "downstream_unavailable"):
-        return "integration_admin"
-    return "pmo"
-
-
-def priority(payload: dict) -> int:
-    return 2  # project set-up: P2 (money postings are P1, reference data P3)
-
-
 def _date(value) -> date | None:
     try:
         return date.fromisoformat(str(value)[:10]) if value else None
@@ -180,13 +175,8 @@ def stage_fetch(ctx) -> None:
 
     client = ctx.client_for(ctx.source)
     deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.split(":", 1)[1]
-    try:
+    with DEAL_GONE.as_hold(deal_id=deal_id):
         deal = client.get_deal(deal_id)
-    except DownstreamError as exc:
-        if exc.status == 404:
-            raise Hold([Problem("source_not_found", f"HubSpot has no deal {deal_id} (deleted or merged?).", [],
-                                "hubspot", exc.message)])
-        raise
     company_id = deal_company_id(deal)
     company = client.get_company(company_id) if company_id else None
     canonical_payload = canonical_from_deal(deal, company)
@@ -234,14 +224,6 @@ def stage_validate(ctx) -> None:
     ctx.on_commit(apply)
 
 
-def _erp_hold(exc: DownstreamError, what: str) -> Hold:
-    fault = ERP_FIELD_MAP.get(exc.field.split(".")[0], "") if exc.field else ""
-    label = FIELD_LABELS.get(fault, exc.field or "a field")
-    return Hold([Problem("downstream_validation",
-                         f"The ERP refused to {what}: {exc.message} (field: {label}).",
-                         [fault] if fault else [], exc.system, exc.message)])
-
-
 def _cached(ctx, key: str, load):
     """An object an earlier stage of this run loaded or wrote (else read it now)."""
     obj = ctx.cache.get(key)
@@ -263,12 +245,8 @@ def stage_erp_customer(ctx) -> None:
         "addressBook": {"items": [{"addressBookAddress": {"country": {"id": customer.country},
                                                           "addressee": customer.name}}]},
     }
-    try:
+    with ERP_REFUSAL.as_hold(what="create the customer"):
         internal_id = client.upsert_customer(f"HO-{customer.key}", fields)
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _erp_hold(exc, "create the customer")
-        raise
     ctx.context["erp_customer_id"] = internal_id
     ctx.link(customer, system=client.system, object_type="customer", external_id=internal_id)
 
@@ -277,7 +255,7 @@ def stage_psa_project(ctx) -> None:
     engagement = _cached(ctx, "engagement", lambda: Engagement.objects.select_related("customer", "legal_entity")
                          .get(pk=ctx.context["engagement_id"]))
     client = ctx.client_for_role("psa")
-    try:
+    with PSA_REFUSAL.as_hold():
         ws_id = client.find_workspace(engagement.code)
         if ws_id is None:
             ws_id = client.create_workspace({
@@ -290,11 +268,6 @@ def stage_psa_project(ctx) -> None:
                 "start_date": engagement.start_date.isoformat() if engagement.start_date else None,
                 "due_date": engagement.end_date.isoformat() if engagement.end_date else None,
             })
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise Hold([Problem("downstream_validation", f"The PSA refused to create the project: {exc.message}.",
-                                [], exc.system, exc.message)])
-        raise
     ctx.context["psa_project_id"] = ws_id
     ctx.link(engagement, system=client.system, object_type="workspace", external_id=ws_id)
 
@@ -303,7 +276,7 @@ def stage_erp_project(ctx) -> None:
     engagement = _cached(ctx, "engagement", lambda: Engagement.objects.select_related("customer", "legal_entity")
                          .get(pk=ctx.context["engagement_id"]))
     client = ctx.client_for_role("erp")
-    try:
+    with ERP_REFUSAL.as_hold(what="create the project (job)"):
         job_id = client.upsert_job(f"HO-{engagement.key}", {
             "entityId": engagement.code,
             "companyName": f"{engagement.code} {engagement.name}"[:83],
@@ -311,10 +284,6 @@ def stage_erp_project(ctx) -> None:
             "subsidiary": {"id": engagement.legal_entity.erp_subsidiary_id},
             "currency": {"refName": engagement.currency},
         })
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _erp_hold(exc, "create the project (job)")
-        raise
     ctx.context["erp_project_id"] = job_id
     ctx.link(engagement, system=client.system, object_type="job", external_id=job_id)
 
@@ -322,7 +291,7 @@ def stage_erp_project(ctx) -> None:
 def stage_crm_writeback(ctx) -> None:
     client = ctx.client_for(ctx.source)
     c = ctx.context
-    try:
+    with CRM_REFUSAL.as_hold():
         if ctx.source.kind == "hubspot":
             client.update_deal(ctx.payload["opportunity_id"], {
                 "handoff_erp_customer_id": c["erp_customer_id"], "handoff_psa_project_id": c["psa_project_id"],
@@ -333,12 +302,6 @@ def stage_crm_writeback(ctx) -> None:
                 "ERP_Customer_Id__c": c["erp_customer_id"], "PSA_Project_Id__c": c["psa_project_id"],
                 "ERP_Project_Id__c": c["erp_project_id"], "Engagement_Code__c": c["engagement_code"],
                 "Handoff_Status__c": "project created"})
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise Hold([Problem("downstream_validation",
-                                f"The CRM refused the write-back of the new ids: {exc.message}.", [], exc.system,
-                                exc.message)])
-        raise
 
 
 def on_hold(ctx, problems) -> None:
@@ -366,8 +329,9 @@ WORKFLOW = register(Workflow(
         Stage("crm_writeback", "Ids back to CRM", stage_crm_writeback, "crm"),
     ],
     validate=validate,
-    owner_team=owner_team,
-    priority=priority,
+    owner_teams=OWNER_TEAM,
+    default_team=DEFAULT_TEAM,
+    base_priority=PRIORITY,
     fix_fields=FIX_FIELDS,
     first_stage_on_restart="validate",
     on_hold=on_hold,
