@@ -15,7 +15,7 @@ from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from apps.sync.models import SyncRecord
+from apps.sync.models import Connection, SyncRecord
 
 AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "24h": timedelta(hours=24), "3d": timedelta(days=3),
         "7d": timedelta(days=7)}
@@ -31,6 +31,9 @@ SORTS = {
 FILTER_KEYS = ["workflow", "stage", "reason", "source", "target", "team", "assignee", "priority", "sla", "age",
                "amount_min", "amount_max", "q", "status", "signature"]
 FACETS = ["reason_code", "workflow", "owner_team", "priority", "sla_state"]
+# a held record's target_system is the system that refused it (a connection kind) or, when one of Handoff's own
+# rules held it, the role of the system its stage calls
+TARGETS = [*Connection.Kind.values, *Connection.Role.values]
 
 
 class CountedPaginator(Paginator):
@@ -198,7 +201,7 @@ def facets_and_groups(qs: QuerySet, limit: int = 100) -> tuple[dict[str, list[tu
                          "currency": currency_min if currency_min == currency_max else "mixed currencies",
                          "sample_id": sample_id})
     samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
-    from apps.sync.desk import normalise_message
+    from apps.sync.queue_columns import normalise_message
 
     for r in rows:
         r["message"] = normalise_message(samples.get(r["sample_id"], ""))

@@ -39,6 +39,7 @@ from apps.canonical.models import Customer, Engagement, ExternalId, Milestone
 from apps.canonical.ownership import assert_may_write
 from apps.canonical.services import object_by_external_id
 from apps.connectors.base import DownstreamError
+from apps.core.dates import parse_date
 from apps.finance import invoicing
 from apps.finance.models import Invoice, Payment
 from apps.finance.money import MoneyError, convert, to_decimal
@@ -52,13 +53,6 @@ FIELD_LABELS = {"engagement_code": "engagement (code) this invoice belongs to"}
 
 
 # ------------------------------------------------------------------ canonical writes (shared with milestone_to_invoice)
-
-
-def _date(text) -> date | None:
-    try:
-        return date.fromisoformat(str(text)[:10]) if text else None
-    except ValueError:
-        return None
 
 
 def _dec(text) -> Decimal | None:
@@ -81,7 +75,7 @@ def invoice_fields(view: dict) -> dict:
         if d is not None:
             out[name] = d
     for name in ("issued_on", "due_on"):
-        d = _date(view.get(name))
+        d = parse_date(view.get(name))
         if d is not None:
             out[name] = d
     paid_at = invoicing.parse_time(view.get("paid_at"))

@@ -33,6 +33,7 @@ from apps.canonical.models import CURRENCIES, Customer, Engagement, ExternalId, 
 from apps.canonical.ownership import assert_may_write
 from apps.canonical.services import external_id_get, external_id_link, object_by_external_id
 from apps.connectors.base import DownstreamError
+from apps.core.dates import parse_date
 from apps.finance import invoicing
 from apps.finance.models import Invoice
 from apps.finance.money import MoneyError, find_rate, month_start, round_money, to_decimal
@@ -162,7 +163,7 @@ def stage_validate(ctx) -> None:
     def apply():
         assert_may_write("milestone", "psa")
         fields = {"name": ms.name[:200], "amount": amount, "currency": ms.currency,
-                  "due_date": _date(p.get("due_date")),
+                  "due_date": parse_date(p.get("due_date")),
                   "completed_at": invoicing.parse_time(p.get("completed_at")) or timezone.now()}
         milestone, created = Milestone.objects.get_or_create(engagement=e, source_key=story_id,
                                                              defaults={**fields, "status": "completed"})
@@ -175,13 +176,6 @@ def stage_validate(ctx) -> None:
         ctx.context["milestone_id"] = milestone.pk
 
     ctx.on_commit(apply)
-
-
-def _date(text) -> date | None:
-    try:
-        return date.fromisoformat(str(text)[:10]) if text else None
-    except ValueError:
-        return None
 
 
 def _downstream_hold(exc: DownstreamError, what: str) -> Hold:
@@ -280,7 +274,7 @@ def stage_record(ctx) -> None:
     ms, e, customer = _objects(ctx)
     source = c["invoice_system"]
     view = dict(c["invoice_view"])
-    issued = _date(c["invoice_date"])
+    issued = parse_date(c["invoice_date"])
     if not view.get("issued_on"):
         view["issued_on"] = c["invoice_date"]
     if not view.get("due_on"):

@@ -51,6 +51,7 @@ from apps.canonical import services as canonical
 from apps.canonical.models import Engagement, ExternalId, LegalEntity, RateCardLine
 from apps.canonical.ownership import assert_may_write
 from apps.connectors.base import DownstreamError
+from apps.core.dates import parse_date
 from apps.finance import money, pricing
 from apps.finance.models import DimensionMapping, ExpenseEntry, FinancePolicy, TimeEntry
 
@@ -217,13 +218,6 @@ def _int(value, default: int | None = None) -> int | None:
     return int(str(value).strip())
 
 
-def _date(value) -> date | None:
-    try:
-        return date.fromisoformat(str(value).strip()[:10]) if value else None
-    except ValueError:
-        return None
-
-
 def _fmt(d: Decimal, currency: str) -> str:
     return f"{d:,.{money.exponent(currency)}f} {currency}"
 
@@ -278,7 +272,7 @@ def _evaluate(p: dict, source_kind: str, ref: Reference, exclude_source, check_c
 def _quantities(p: dict, kind: str) -> tuple[Quantities, list[Problem]]:
     """Shape rules: a date, whole minutes, an amount and currency, a known cap decision."""
     q, problems = Quantities(), []
-    q.entry_date = _date(p.get("date"))
+    q.entry_date = parse_date(p.get("date"))
     if q.entry_date is None:
         problems.append(Problem("payload_schema_invalid",
                                 f"The date of the entry “{p.get('date') or '(empty)'}” is not a date (YYYY-MM-DD).",
