@@ -248,7 +248,7 @@ def test_preview_query_count_is_bounded(connections, alice, django_assert_max_nu
 
 @pytest.mark.django_db(transaction=True)
 def test_confirm_runs_the_job_through_rq(connections, alice, carol, woken, monkeypatch):
-    monkeypatch.setattr(bulk, "RUN_CHUNK", 4)  # several chunks
+    monkeypatch.setattr(bulk_run, "RUN_CHUNK", 4)  # several chunks
     plain = make_records(connections, 6)
     past = make_records(connections, 2, stage="erp_customer", reason="downstream_validation")
     same = make_records(connections, 1, stage="erp_customer", reason="downstream_validation", legal_entity="US01")
@@ -329,7 +329,7 @@ def test_job_runs_once_and_records_a_crash(connections, alice, woken, monkeypatc
     def boom(*args, **kwargs):
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(bulk, "_run_chunk", boom)
+    monkeypatch.setattr(bulk_run, "_run_chunk", boom)
     run_default_queue()
     b.refresh_from_db()
     assert b.status == "failed" and b.completed_at
@@ -563,3 +563,22 @@ def test_progress_partial_polls_while_running(client, connections, alice):
     assert '<progress max="2" value="2"' in html and 'data-testid="succeeded">2<' in html
     full = client.get(f"/bulk/{b.pk}/").content.decode()
     assert "<html" in full and 'data-testid="bulk-progress"' in full and 'data-testid="confirm"' not in full
+
+
+def test_the_fix_offers_the_fields_of_the_selected_records_workflow(connections, alice, client):
+    """A bulk fix of held time entries offers time-to-billing's fix fields, not quote-to-project's, and cannot set
+    a field their workflow does not offer."""
+    from apps.sync.workflows import time_to_billing
+
+    records = make_records(connections, 2)
+    SyncRecord.objects.filter(pk__in=ids(records)).update(workflow="time_to_billing", stage="price")
+    client.force_login(alice)
+    html = client.post("/bulk/preview/", {"action": "fix", "ids": ids(records)}).content.decode()
+    assert 'data-testid="bulk-params-form"' in html
+    for path in time_to_billing.FIX_FIELDS:
+        assert f'name="fix__{path.replace(".", "__")}"' in html, path
+    assert 'name="fix__legal_entity"' not in html and 'name="fix__account__tax_id"' not in html
+    with pytest.raises(bulk.BulkError, match="cannot be set by a fix on Time & expense to billing records"):
+        bulk.bulk_preview(actor=alice, action="fix", record_ids=ids(records),
+                          params={"changes": {"legal_entity": "US01"}})
+    assert not BulkAction.objects.exists()

@@ -145,7 +145,7 @@ def bulk_preview(request):
     form = None
     try:
         ids = _filtered_ids(filter_query, request.user) if all_matching else posted_ids
-        if action in ("fix", "assign", "ignore") and ids:
+        if action in ("fix", "assign", "ignore") and (all_matching or posted_ids):
             workflows = bulk_service.workflows_of(bulk_service.unique_ids(ids)) if action == "fix" else set()
             form = _params_form(action, all_matching=all_matching, ids=posted_ids, filter_query=filter_query,
                                 params=params, workflows=workflows)

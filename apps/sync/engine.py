@@ -40,7 +40,9 @@ from .workflows.base import Hold, Problem, get_workflow
 
 log = logging.getLogger("handoff.engine")
 
+
 def due_filter(now) -> Q:
+    """Records a worker may claim: due for a (re)try, or left in progress by a worker whose lease expired."""
     return (Q(status__in=SyncRecord.CLAIMABLE, next_attempt_at__lte=now)
             | Q(status=SyncRecord.Status.IN_PROGRESS, lease_expires_at__lt=now))
 
@@ -172,14 +174,16 @@ def update_leased(pk: int, token: uuid.UUID, fields: dict) -> int:
         return cur.rowcount
 
 
-def _commit(record: SyncRecord, token: uuid.UUID, fields: dict, ctx: StageContext, apply_fns=()) -> None:
+def _commit(record: SyncRecord, token: uuid.UUID, fields: dict, ctx: StageContext | None = None,
+            apply_fns=()) -> None:
     """Write the record's progress, guarded by the lease, with what the run collected (one transaction)."""
     with transaction.atomic():
         for fn in apply_fns:
             fn()
         if update_leased(record.pk, token, {"updated_at": timezone.now(), **fields}) == 0:
             raise LeaseLost(record.pk)
-        ctx.flush()
+        if ctx is not None:
+            ctx.flush()
 
 
 def _hold(wf, problems: list[Problem], ctx: StageContext) -> dict:

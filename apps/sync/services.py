@@ -9,8 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .desk import check_can_act
-# the exceptions these actions raise, importable with them (callers catch services.Conflict and the like)
-from .errors import Conflict, NotActionable, NotAllowed, StillInvalid  # noqa: F401
+from .errors import Conflict, NotActionable, NotAllowed, StillInvalid
 from .models import AuditEntry, SyncRecord
 from .payload import get_path, normalise_fix, set_path
 from .record_states import ignored_fields, needs_validation, reset_fields, restart_stage
