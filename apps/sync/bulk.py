@@ -54,8 +54,8 @@ def clean_params(action: str, params: dict) -> dict:
         changes = params.get("changes") or {}
         if not isinstance(changes, dict):
             raise BulkError("The fix must name fields and values.")
-        allowed = any_fix_field()
-        unknown = sorted(set(changes) - allowed)
+        # a field no workflow offers; the preview checks the fields against the selected records' workflows
+        unknown = sorted(set(changes) - any_fix_field())
         if unknown:
             raise BulkError(f"These fields cannot be set by a fix: {', '.join(unknown)}.")
         changes = {k: str(v) for k, v in changes.items() if str(v or "").strip()}
@@ -76,7 +76,6 @@ def clean_params(action: str, params: dict) -> dict:
             raise BulkError("A reason is required to resolve records without resubmitting them.")
         out["reason"] = reason[:2000]
     return out
-
 
 
 def unique_ids(ids: Iterable) -> list[int]:
