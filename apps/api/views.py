@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from apps.sync import intake
 from apps.sync.models import InboundEvent, SyncRecord
+from apps.sync.privacy import masked, may_see_personal_data
 
 
 def needs(perm: str) -> list[type[BasePermission]]:
@@ -205,12 +206,9 @@ class RecordSerializer(serializers.ModelSerializer):
         """Tax ids are personal data: masked for users without sync.view_personal_data (viewers)."""
         data = super().to_representation(instance)
         request = self.context.get("request")
-        if request is not None and not request.user.has_perm("sync.view_personal_data"):
-            from apps.console.templatetags.console_tags import MASK, personal_values
-
-            for secret in personal_values(instance):
-                for key in ("message", "title"):
-                    data[key] = (data[key] or "").replace(secret, MASK)
+        if request is not None and not may_see_personal_data(request.user):
+            for key in ("message", "title"):
+                data[key] = masked(data[key] or "", instance)
         return data
 
 

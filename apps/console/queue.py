@@ -15,9 +15,9 @@ from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from apps.sync.models import SyncRecord
+from apps.sync.models import Connection, SyncRecord
+from apps.sync.privacy import may_see_personal_data, personal_match
 
-from .templatetags.console_tags import may_see_personal, personal_match
 
 AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "24h": timedelta(hours=24), "3d": timedelta(days=3),
         "7d": timedelta(days=7)}
@@ -33,6 +33,9 @@ SORTS = {
 FILTER_KEYS = ["workflow", "stage", "reason", "source", "target", "team", "assignee", "priority", "sla", "age",
                "amount_min", "amount_max", "q", "status", "signature"]
 FACETS = ["reason_code", "workflow", "owner_team", "priority", "sla_state"]
+# a held record's target_system is the system that refused it (a connection kind) or, when one of Handoff's own
+# rules held it, the role of the system its stage calls
+TARGETS = [*Connection.Kind.values, *Connection.Role.values]
 
 
 class CountedPaginator(Paginator):
@@ -83,7 +86,7 @@ def search_filter(q: str, user=None) -> Q:
     cond = Q(search_keys__contains=[key])
     if len(q) >= 3:
         cond |= Q(title_upper__contains=key)
-    if user is not None and not may_see_personal(user):
+    if user is not None and not may_see_personal_data(user):
         cond &= ~personal_match(key)
     return cond
 
@@ -203,7 +206,7 @@ def facets_and_groups(qs: QuerySet, limit: int = 100) -> tuple[dict[str, list[tu
                          "currency": currency_min if currency_min == currency_max else "mixed currencies",
                          "sample_id": sample_id})
     samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
-    from apps.sync.desk import normalise_message
+    from apps.sync.queue_columns import normalise_message
 
     for r in rows:
         r["message"] = normalise_message(samples.get(r["sample_id"], ""))

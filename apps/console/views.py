@@ -18,7 +18,7 @@ from apps.sync import desk, services
 from apps.sync.selectors import backlog
 from apps.sync.models import Connection, InboundEvent, SyncRecord, SyncRun
 from apps.sync.workflows.base import all_workflows, get_workflow
-from apps.sync.workflows.quote_to_project import get_path
+from apps.sync.payload import get_path
 
 from .forms import FixForm
 
@@ -88,6 +88,7 @@ def exceptions(request):
         "facets": facets, "workflows": all_workflows(), "teams": SyncRecord.Team.choices,
         "groups": grouped,
         "querystring": request.GET.urlencode(), "filter_qs": base.urlencode(), "ages": list(queue.AGES),
+        "targets": queue.TARGETS,
         "sources": Connection.objects.filter(role="crm").values_list("slug", flat=True),
         "can_bulk": request.user.has_perm("sync.resubmit_syncrecord"),
     }

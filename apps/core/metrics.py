@@ -80,7 +80,8 @@ def _age(now, then) -> float:
 
 
 def collect(now=None) -> str:
-    from apps.sync.engine import PRIORITY_QUEUE, QUEUE_PRIORITIES, due_filter
+    from apps.sync.engine import due_filter
+    from apps.sync.wakeup import PRIORITY_QUEUE, QUEUE_PRIORITIES
     from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
     from apps.sync.workflows.base import all_workflows
 

@@ -182,11 +182,3 @@ def get_workflow(name: str) -> Workflow:
 def all_workflows() -> list[Workflow]:
     _load()
     return list(REGISTRY.values())
-
-
-def field_label(path: str) -> str:
-    """The words for a canonical field path, from whichever workflow names it."""
-    for wf in all_workflows():
-        if path in wf.field_labels:
-            return wf.field_labels[path]
-    return path.replace("_", " ").replace(".", " ")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.utils.dateparse import parse_datetime
@@ -39,6 +39,7 @@ from django.utils.dateparse import parse_datetime
 from apps.canonical import amendments
 from apps.canonical import services as canonical
 from apps.canonical.models import Engagement, RateCard
+from apps.core.dates import parse_date
 from apps.finance.money import exponent
 
 from .base import Hold, Problem, Refusal, Stage, Workflow, register
@@ -105,13 +106,6 @@ class Reference:
         return cls(rate_cards={r.name: r for r in RateCard.objects.all()})
 
 
-def _date(value) -> date | None:
-    """A date from 'YYYY-MM-DD' (or a timestamp starting with one); None when empty; ValueError when not a date."""
-    if value in (None, ""):
-        return None
-    return date.fromisoformat(str(value).strip()[:10])
-
-
 def find_engagement(payload: dict, source_kind: str) -> Engagement | None:
     """The engagement named by the person (engagement_code), else the one linked to the opportunity/deal."""
     code = (payload.get("engagement_code") or "").strip()
@@ -139,7 +133,7 @@ def requested(payload: dict) -> dict:
         if key == "amended_amount":
             out[fname] = str(Decimal(str(value).strip()))
         elif key in ("amended_start_date", "amended_end_date"):
-            out[fname] = _date(value).isoformat()
+            out[fname] = parse_date(value, strict=True).isoformat()
         else:
             out[fname] = " ".join(str(value).split())
     return out
@@ -184,7 +178,7 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
     dates = {}
     for key in ("amended_start_date", "amended_end_date"):
         try:
-            dates[key] = _date(payload.get(key))
+            dates[key] = parse_date(payload.get(key), strict=True)
         except ValueError:
             problems.append(Problem("invalid_dates", f"The {FIELD_LABELS[key]} “{payload.get(key)}” is not a date "
                                                      f"(YYYY-MM-DD).", [key]))

@@ -33,6 +33,7 @@ from apps.canonical.models import CURRENCIES, Customer, Engagement, ExternalId, 
 from apps.canonical.services import (external_id_get, external_id_link, milestone_complete, milestone_mark_invoiced,
                                      object_by_external_id)
 from apps.connectors.base import DownstreamError
+from apps.core.dates import parse_date
 from apps.finance import invoicing
 from apps.finance.models import Invoice
 from apps.finance.money import find_rate, month_start, round_money, to_decimal_or_none
@@ -152,7 +153,7 @@ def stage_validate(ctx) -> None:
 
     def apply():
         fields = {"name": ms.name[:200], "amount": amount, "currency": ms.currency,
-                  "due_date": _date(p.get("due_date")),
+                  "due_date": parse_date(p.get("due_date")),
                   "completed_at": invoicing.parse_time(p.get("completed_at")) or timezone.now()}
         ctx.context["milestone_id"] = milestone_complete(engagement=e, source_key=story_id, fields=fields,
                                                          source_role="psa").pk
@@ -160,11 +161,6 @@ def stage_validate(ctx) -> None:
     ctx.on_commit(apply)
 
 
-def _date(text) -> date | None:
-    try:
-        return date.fromisoformat(str(text)[:10]) if text else None
-    except ValueError:
-        return None
 
 
 def _objects(ctx) -> tuple[Milestone, Engagement, Customer]:
@@ -247,7 +243,7 @@ def stage_record(ctx) -> None:
     ms, e, customer = _objects(ctx)
     source = c["invoice_system"]
     view = dict(c["invoice_view"])
-    issued = _date(c["invoice_date"])
+    issued = parse_date(c["invoice_date"])
     if not view.get("issued_on"):
         view["issued_on"] = c["invoice_date"]
     if not view.get("due_on"):

@@ -8,13 +8,12 @@ engagement code before a workspace is created, and the CRM write-back is a PATCH
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from apps.canonical.models import CURRENCIES, Customer, Engagement, LegalEntity, PaymentTerms
 from apps.canonical import services as canonical
+from apps.core.dates import parse_date
 
 from .base import Hold, Problem, Refusal, Stage, Workflow, register
 
@@ -60,23 +59,6 @@ class Reference:
     def load(cls) -> "Reference":
         return cls(legal_entities={le.code: le for le in LegalEntity.objects.all()},
                    terms={t.code: t for t in PaymentTerms.objects.all()})
-
-
-def get_path(payload: dict, path: str):
-    cur = payload
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
-def set_path(payload: dict, path: str, value) -> None:
-    parts = path.split(".")
-    cur = payload
-    for part in parts[:-1]:
-        cur = cur.setdefault(part, {})
-    cur[parts[-1]] = value
 
 
 def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = None,
@@ -138,30 +120,47 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
                                 f"Account “{account.get('name') or '?'}” has no tax id; the ERP needs one to create "
                                 f"the customer.", ["account.tax_id"]))
 
-    resolution = payload.get("duplicate_resolution") or ""
-    if resolution.startswith("link:"):
-        if not Customer.objects.filter(pk=resolution[5:] if resolution[5:].isdigit() else 0).exists():
-            problems.append(Problem("duplicate_customer_suspected",
-                                    "The customer chosen to link to no longer exists.", ["duplicate_resolution"]))
-    elif resolution != "new" and account.get("name") and account.get("tax_id"):
+    lookup = duplicate_lookup(payload)
+    if lookup is not None and lookup[0] == "link":
+        problems += duplicate_problems(lookup, link_exists=lookup[1] is not None
+                                       and Customer.objects.filter(pk=lookup[1]).exists())
+    elif lookup is not None:
         own, dups = canonical.account_customer_and_duplicates(
             system=source_kind, account_id=account.get("id") or "", name=account["name"], tax_id=account["tax_id"])
         if found is not None:
             found["customer"] = own  # the stage writes to it, without looking it up again
-        if dups:
-            listing = ", ".join(f"#{c.pk} {c.name}" for c in dups)
-            problems.append(Problem("duplicate_customer_suspected",
-                                    f"A customer with the same name and tax id already exists ({listing}). Link this "
-                                    f"account to it, or confirm it is a different customer.",
-                                    ["duplicate_resolution", "account.name", "account.tax_id"]))
+        problems += duplicate_problems(lookup, duplicates=[(c.pk, c.name) for c in dups])
     return problems
 
 
-def _date(value) -> date | None:
-    try:
-        return date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        return None
+def duplicate_lookup(payload: dict) -> tuple | None:
+    """What the duplicate-customer rule must look up for this payload: ("link", customer pk or None) when the
+    person chose a customer to link to; ("dup", (NAME, tax id)) when the account could duplicate a customer; None
+    when they confirmed it is a different customer, or the account lacks a name or tax id (held for that)."""
+    resolution = payload.get("duplicate_resolution") or ""
+    account = payload.get("account") or {}
+    if resolution.startswith("link:"):
+        return "link", int(resolution[5:]) if resolution[5:].isdigit() else None
+    if resolution != "new" and account.get("name") and account.get("tax_id"):
+        return "dup", (account["name"].strip().upper(), account["tax_id"].strip())
+    return None
+
+
+def duplicate_problems(lookup: tuple, *, link_exists: bool = False, duplicates=()) -> list[Problem]:
+    """The duplicate-customer rule, given what was looked up (one record at a time here, a whole bulk chunk at
+    once in apps/sync/bulk_checks.py): `duplicates` are (pk, name) of the other customers with the same name and
+    tax id, the account's own customer left out."""
+    if lookup[0] == "link":
+        return [] if link_exists else [Problem("duplicate_customer_suspected",
+                                               "The customer chosen to link to no longer exists.",
+                                               ["duplicate_resolution"])]
+    if not duplicates:
+        return []
+    listing = ", ".join(f"#{pk} {name}" for pk, name in duplicates)
+    return [Problem("duplicate_customer_suspected",
+                    f"A customer with the same name and tax id already exists ({listing}). Link this account to it, "
+                    f"or confirm it is a different customer.", ["duplicate_resolution", "account.name",
+                                                                 "account.tax_id"])]
 
 
 # ---------------------------------------------------------------- stages
@@ -213,7 +212,7 @@ def stage_validate(ctx) -> None:
             fields={"name": p.get("opportunity_name") or account["name"], "customer": customer, "legal_entity": le,
                     "contract_type": p.get("contract_type") or Engagement.ContractType.FIXED_FEE,
                     "contract_value": Decimal(str(p["amount"])), "currency": p["currency"],
-                    "start_date": _date(p.get("start_date")), "end_date": _date(p.get("end_date")),
+                    "start_date": parse_date(p.get("start_date")), "end_date": parse_date(p.get("end_date")),
                     "service_line": p.get("service_line", ""), "project_template": p.get("project_template", ""),
                     "billing_schedule": p.get("billing_schedule", ""),
                     "correlation_id": ctx.record.correlation_id},
@@ -337,13 +336,3 @@ WORKFLOW = register(Workflow(
     on_hold=on_hold,
     field_labels=FIELD_LABELS,
 ))
-
-
-def normalise_fix(field_name: str, value: str):
-    """Clean a value typed into the fix form the same way the CRM mapping does."""
-    value = (value or "").strip()
-    if field_name in ("currency", "account.country"):
-        return value.upper()
-    if field_name == "account.tax_id":
-        return re.sub(r"\s+", "", value)
-    return value

@@ -21,7 +21,6 @@ at the same instant take their turns and the second sees the first's line.
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal
 
 from django.db import transaction
@@ -30,6 +29,7 @@ from django.utils import timezone
 from apps.canonical.models import Engagement
 from apps.finance import billable, money
 from apps.finance import services as finance
+from apps.core.dates import parse_date
 from apps.finance.billable import BILL_ANYWAY, EXPENSE, REVERSE, TIME, Quantities, Reference, Valuation, entry_title
 
 from .base import Hold, Problem, Refusal, Stage, Workflow, problems_from, register
@@ -84,11 +84,6 @@ def _int(value, default: int | None = None) -> int | None:
     return int(str(value).strip())
 
 
-def _date(value) -> date | None:
-    try:
-        return date.fromisoformat(str(value).strip()[:10]) if value else None
-    except ValueError:
-        return None
 
 
 def evaluate(payload: dict, *, source_kind: str = "kantata", ref: Reference | None = None,
@@ -130,7 +125,7 @@ def _evaluate(p: dict, source_kind: str, ref: Reference, exclude_source, check_c
 def _quantities(p: dict, kind: str) -> tuple[Quantities, list[Problem]]:
     """Shape rules: a date, whole minutes, an amount and currency, a known cap decision."""
     q, problems = Quantities(), []
-    q.entry_date = _date(p.get("date"))
+    q.entry_date = parse_date(p.get("date"))
     if q.entry_date is None:
         problems.append(Problem("payload_schema_invalid",
                                 f"The date of the entry “{p.get('date') or '(empty)'}” is not a date (YYYY-MM-DD).",
