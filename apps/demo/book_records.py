@@ -27,7 +27,8 @@ def sync_records(book, engagements, data) -> list[SyncRecord]:
 
     def rec(workflow, conn, key, title, created, minutes, amount=None, currency="", code=""):
         r = SyncRecord(workflow=workflow, stage=stages[workflow],
-                       search_keys=sorted({k.upper() for k in (key, key.split(":", 1)[-1], code) if k}), status=SyncRecord.Status.SUCCEEDED, source_connection=conn,
+                       search_keys=sorted({k.upper() for k in (key, key.split(":", 1)[-1], code) if k}),
+                       status=SyncRecord.Status.SUCCEEDED, source_connection=conn,
                        source_key=key, title=title[:300], amount=amount, currency=currency,
                        owner_team="finance_ops" if workflow != "quote_to_project" else "pmo",
                        priority=1 if workflow != "quote_to_project" else 2)

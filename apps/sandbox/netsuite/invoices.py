@@ -27,8 +27,8 @@ from ..callbacks import send_callback
 from ..faults import error, json_response
 from ..http import now_text
 from ..models import SandboxObject
+from .records import RECORD, find, listing, not_found, record_json
 
-RECORD = "services/rest/record/v1"
 STATUS = {"open": {"id": "open", "refName": "Open"}, "paidInFull": {"id": "paidInFull", "refName": "Paid In Full"}}
 
 
@@ -123,10 +123,6 @@ def _invoice_totals(data: dict) -> dict:
     return data
 
 
-def _record_json(obj: SandboxObject) -> dict:
-    return {"id": str(obj.pk), "externalId": obj.external_key, **obj.data}
-
-
 def upsert_invoice(external_id: str | None, data: dict, pk: int | None = None) -> tuple[SandboxObject, bool]:
     """Create or update the invoice with this external id (or internal id `pk`; neither: create)."""
     now = now_text()
@@ -198,19 +194,12 @@ def record(request, match):
     base = request.build_absolute_uri(f"/sandbox/netsuite/{RECORD}/{rtype}/")
     if ref is None:
         if request.method == "GET":
-            objs = list(SandboxObject.objects.filter(system="netsuite", object_type=rtype).order_by("pk")[
-                        :min(int(request.GET.get("limit", 1000) or 1000), 1000)])
-            return json_response({"links": [], "count": len(objs), "hasMore": False, "offset": 0,
-                                  "totalResults": len(objs),
-                                  "items": [{"id": str(o.pk), "links": []} for o in objs]})
+            return listing(request, rtype)
         if request.method != "POST":
             return error("netsuite", 405, "Method not allowed", "INVALID_REQUEST")
-    lookup = None if ref is None else ({"external_key": ref[4:]} if ref.startswith("eid:") else {"pk": int(ref)})
     if request.method == "GET":
-        obj = SandboxObject.objects.filter(system="netsuite", object_type=rtype, **lookup).first()
-        if obj is None:
-            return error("netsuite", 404, f"Record {ref} was not found.", "NONEXISTENT_ID")
-        return json_response(_record_json(obj))
+        obj = find(rtype, ref)
+        return json_response(record_json(obj)) if obj is not None else not_found(ref)
     if request.method not in ("PUT", "PATCH", "POST"):
         return error("netsuite", 405, "Method not allowed", "INVALID_REQUEST")
     try:
@@ -227,9 +216,9 @@ def record(request, match):
         if rtype != "invoice":
             return error("netsuite", 400, "A customer payment cannot be edited here: void it and enter a new one.",
                          "USER_ERROR")
-        existing = SandboxObject.objects.filter(system="netsuite", object_type=rtype, **lookup).first()
+        existing = find(rtype, ref)
         if existing is None:
-            return error("netsuite", 404, f"Record {ref} was not found.", "NONEXISTENT_ID")
+            return not_found(ref)
         data = {**existing.data, **data}
     problem = VALIDATORS[rtype](data)
     if problem:
@@ -237,13 +226,13 @@ def record(request, match):
                      else "USER_ERROR", problem[1])
     if rtype == "invoice":
         obj, created = upsert_invoice(external_id, data, pk=existing.pk if existing else None)
-        send_callback("invoice.created" if created else "invoice.updated", _record_json(obj))
+        send_callback("invoice.created" if created else "invoice.updated", record_json(obj))
     else:
         obj = apply_payment(data, external_id)
-        send_callback("customerpayment.created", _record_json(obj))
+        send_callback("customerpayment.created", record_json(obj))
         for a in obj.data["apply"]["items"]:
             inv = SandboxObject.objects.get(system="netsuite", object_type="invoice", pk=int(a["doc"]["id"]))
-            send_callback("invoice.updated", _record_json(inv))
+            send_callback("invoice.updated", record_json(inv))
     resp = HttpResponse(status=204)
     resp["Location"] = f"{base}{obj.pk}"
     return resp
@@ -259,7 +248,7 @@ def pay_invoice(invoice_id: str | int, amount: Decimal | str | None = None, *, e
                              "payment": str(amt), "tranDate": payment_date or date.today().isoformat(),
                              "apply": {"items": [{"doc": {"id": str(inv.pk)}, "apply": True, "amount": str(amt)}]}},
                             external_id)
-    send_callback("customerpayment.created", _record_json(payment))
+    send_callback("customerpayment.created", record_json(payment))
     inv.refresh_from_db()
-    send_callback("invoice.updated", _record_json(inv))
+    send_callback("invoice.updated", record_json(inv))
     return payment

@@ -15,6 +15,7 @@ from ..faults import check, error, json_response
 from ..http import read_json, sandbox_view
 from ..models import SandboxObject
 from . import invoices
+from .records import RECORD, find, listing, lookup, not_found, record_json
 from .schedules import validate_billing_schedule
 from .time_bills import validate_charge, validate_timebill
 
@@ -33,7 +34,7 @@ VALIDATORS = {
 }
 RECORD_TYPES = "|".join(["customer", "job", *VALIDATORS])
 # paths with their own handler, checked before the generic record routes
-ROUTES = [(re.compile(rf"{invoices.RECORD}/(invoice|customerPayment)(?:/(eid:[\w.\-:]+|\d+))?/?"), invoices.record)]
+ROUTES = [(re.compile(rf"{RECORD}/(invoice|customerPayment)(?:/(eid:[\w.\-:]+|\d+))?/?"), invoices.record)]
 
 
 def _validate_party(record_type: str, data: dict) -> tuple[str, str] | None:
@@ -64,26 +65,18 @@ def netsuite(request, path: str):
     for pattern, handler in ROUTES:
         if (match := pattern.fullmatch(path)) is not None:
             return handler(request, match)
-    listing = re.fullmatch(rf"services/rest/record/v1/({RECORD_TYPES})/?", path)
-    if listing and request.method == "GET":
-        objs = list(SandboxObject.objects.filter(system="netsuite", object_type=listing.group(1)).order_by("pk")
-                    [:min(int(request.GET.get("limit", 1000) or 1000), 1000)])
-        return json_response({"links": [], "count": len(objs), "hasMore": False, "offset": 0, "totalResults": len(objs),
-                              "items": [{"id": str(o.pk), "links": []} for o in objs]})
-    m = re.fullmatch(rf"services/rest/record/v1/({RECORD_TYPES})/(eid:[\w.\-:]+|\d+)", path)
+    listed = re.fullmatch(rf"{RECORD}/({RECORD_TYPES})/?", path)
+    if listed and request.method == "GET":
+        return listing(request, listed.group(1))
+    m = re.fullmatch(rf"{RECORD}/({RECORD_TYPES})/(eid:[\w.\-:]+|\d+)", path)
     if not m:
         return error("netsuite", 404, f"Record type or path /{path} is not supported", "NONEXISTENT_ID")
     rtype, ref = m.group(1), m.group(2)
-    base = request.build_absolute_uri(f"/sandbox/netsuite/services/rest/record/v1/{rtype}/")
-    if ref.startswith("eid:"):
-        lookup = {"external_key": ref[4:]}
-    else:
-        lookup = {"pk": int(ref)}
+    base = request.build_absolute_uri(f"/sandbox/netsuite/{RECORD}/{rtype}/")
+    where = lookup(ref)
     if request.method == "GET":
-        obj = SandboxObject.objects.filter(system="netsuite", object_type=rtype, **lookup).first()
-        if obj is None:
-            return error("netsuite", 404, f"Record {ref} was not found.", "NONEXISTENT_ID")
-        return json_response({"id": str(obj.pk), "externalId": obj.external_key, **obj.data})
+        obj = find(rtype, ref)
+        return json_response(record_json(obj)) if obj is not None else not_found(ref)
     if request.method in ("PUT", "PATCH"):
         data, err = read_json(request)
         if err or not isinstance(data, dict):
@@ -98,14 +91,14 @@ def netsuite(request, path: str):
         try:
             with transaction.atomic():
                 obj, created = SandboxObject.objects.select_for_update().get_or_create(
-                    system="netsuite", object_type=rtype, external_key=lookup.get("external_key"),
+                    system="netsuite", object_type=rtype, external_key=where.get("external_key"),
                     defaults={"data": data})
                 if not created:
                     obj.data = {**obj.data, **data}
                     obj.writes = F("writes") + 1
                     obj.save()
         except IntegrityError:  # a concurrent upsert created it first: update that one
-            obj = SandboxObject.objects.get(system="netsuite", object_type=rtype, **lookup)
+            obj = SandboxObject.objects.get(system="netsuite", object_type=rtype, **where)
         resp = json_response({}, 204)
         resp.content = b""
         resp["Location"] = f"{base}{obj.pk}"

@@ -9,19 +9,13 @@ and Stripe's webhooks, signed with `Stripe-Signature` and sent to Handoff's call
   (`Idempotent-Replayed: true`) without executing again. The same key with other parameters (or another endpoint)
   is a 400 `idempotency_error`; while the first is still running, a 409. Requests refused before executing
   (validation errors, injected faults) save nothing.
-- Webhooks: state changes emit events (`invoice.created`, `invoice.finalized`, `invoice.paid`,
-  `invoice.payment_failed`, `invoice.voided`, `invoice.marked_uncollectible`, `charge.dispute.created`), each
-  carrying the object (`data.object`) as it is after the change. Events are stored (GET /v1/events/<id>) and
-  delivered right after the request commits to the endpoint configured with `configure_webhooks` (default:
-  HANDOFF_PUBLIC_URL's Stripe callback, signed with demo.INBOUND_SECRETS["stripe"]), with
-  `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. Mode "hold" stores them undelivered so
-  a test can deliver them in any order (`deliver_event`), as Stripe's retries do.
-- Test payment methods: `pm_card_visa` (default) pays; `pm_card_chargeDeclined` fails (402 card_declined, event
-  invoice.payment_failed); `pm_card_createDispute` pays and then opens a dispute (charge.dispute.created).
+- Webhooks: state changes go to the request's outbox and are emitted once it has committed (webhooks.py).
+- Test payment methods (payments.py): `pm_card_visa` (default) pays; `pm_card_chargeDeclined` fails (402
+  card_declined, event invoice.payment_failed); `pm_card_createDispute` pays and then opens a dispute
+  (charge.dispute.created).
 - A targeted fault for deterministic tests: `lose_next(method, path_prefix, count)` serves the next matching
   call in full, then loses its response (as faults' lost_response_rate does, but for one call).
 """
-
 
 from __future__ import annotations
 
