@@ -42,11 +42,11 @@ class FaultForm(forms.ModelForm):
 
 
 def fault_form(connection: Connection, bound: FaultForm | None = None) -> FaultForm | None:
-    """The form for this connection's sandbox (a posted one with its errors, if given); None when the sandboxes
-    are off, so the page shows nothing of them."""
+    """The form for this connection's sandbox (a posted one with its errors, if given: a template passes "" when
+    there is none); None when the sandboxes are off, so the page shows nothing of them."""
     if not settings.HANDOFF_SANDBOX_ENABLED:
         return None
-    if bound is not None:
+    if bound:
         return bound
     instance = SandboxSystem.objects.filter(system=connection.kind).first() or SandboxSystem(system=connection.kind)
     return FaultForm(instance=instance, prefix=f"c{connection.pk}")

@@ -177,3 +177,29 @@ def simple_get(kind: str):
         return respond(obj.data["event"] if kind == "event" else obj.data)
 
     return handler
+
+
+def listing(kind: str, params: dict, filters: tuple[str, ...], url: str) -> HttpResponse:
+    """GET a list: the newest objects of a kind first, filtered on the given top-level fields, at most `limit`."""
+    qs = SandboxObject.objects.filter(system="stripe", object_type=kind)
+    for f in filters:
+        if params.get(f):
+            qs = qs.filter(**{f"data__{f}": params[f]})
+    limit = min(int_param(params, "limit", default=10), 100)
+    return respond(list_of(kind, [o.data for o in qs.order_by("-pk")[:limit]], url))
+
+
+def search_view(kind: str, url: str):
+    """GET …/search?query=…: Stripe's search over one kind of object."""
+    def handler(request, params, outbox, m):
+        return respond(search(kind, str(params.get("query") or ""), min(int_param(params, "limit", default=10), 100),
+                              url))
+
+    return handler
+
+
+def customer_of(params: dict) -> SandboxObject:
+    """The customer a new invoice item or invoice is for (required)."""
+    if not params.get("customer"):
+        raise ApiError(400, "Missing required param: customer.", code="parameter_missing", param="customer")
+    return get_object("customer", params["customer"])

@@ -5,9 +5,7 @@ from __future__ import annotations
 import secrets
 import string
 
-from ..models import SandboxObject
-from .api import (create_object, get_object, int_param, list_of, metadata_param, new_id, now, respond, save_object,
-                 search)
+from .api import create_object, get_object, listing, metadata_param, new_id, now, respond, save_object, search_view
 
 
 def customers(request, params, outbox, m):
@@ -23,16 +21,10 @@ def customers(request, params, outbox, m):
                 "next_invoice_sequence": 1, "phone": params.get("phone") or None, "preferred_locales": [],
                 "shipping": None, "tax_exempt": "none", "test_clock": None}
         return respond(create_object("customer", data).data)
-    limit = min(int_param(params, "limit", default=10), 100)
-    qs = SandboxObject.objects.filter(system="stripe", object_type="customer")
-    if params.get("email"):
-        qs = qs.filter(data__email=params["email"])
-    return respond(list_of("customer", [o.data for o in qs.order_by("-pk")[:limit]], "/v1/customers"))
+    return listing("customer", params, ("email",), "/v1/customers")
 
 
-def customer_search(request, params, outbox, m):
-    return respond(search("customer", str(params.get("query") or ""), min(int_param(params, "limit", default=10), 100),
-                         "/v1/customers/search"))
+customer_search = search_view("customer", "/v1/customers/search")
 
 
 def customer(request, params, outbox, m):

@@ -8,8 +8,8 @@ import json
 import re
 
 from ..models import SandboxObject
-from .api import (ApiError, bool_param, create_object, get_object, int_param, list_of, metadata_param, new_id, now,
-                 respond, save_object, search)
+from .api import (ApiError, bool_param, create_object, customer_of, get_object, int_param, listing, metadata_param,
+                 new_id, now, respond, save_object, search_view)
 
 
 def _currency(params: dict, required: bool = True) -> str | None:
@@ -53,16 +53,8 @@ def _items_of(invoice_id: str) -> list[dict]:
 
 def invoiceitems(request, params, outbox, m):
     if request.method == "GET":
-        qs = SandboxObject.objects.filter(system="stripe", object_type="invoiceitem")
-        for f in ("customer", "invoice"):
-            if params.get(f):
-                qs = qs.filter(**{f"data__{f}": params[f]})
-        limit = min(int_param(params, "limit", default=10), 100)
-        return respond(list_of("invoiceitem", [o.data for o in qs.order_by("-pk")[:limit]], "/v1/invoiceitems"))
-    cust_id = params.get("customer")
-    if not cust_id:
-        raise ApiError(400, "Missing required param: customer.", code="parameter_missing", param="customer")
-    cust = get_object("customer", cust_id)
+        return listing("invoiceitem", params, ("customer", "invoice"), "/v1/invoiceitems")
+    cust = customer_of(params)
     cur = _currency(params)
     quantity = int_param(params, "quantity", default=1)
     if "amount" in params:
@@ -106,16 +98,8 @@ def invoiceitem(request, params, outbox, m):
 
 def invoices(request, params, outbox, m):
     if request.method == "GET":
-        qs = SandboxObject.objects.filter(system="stripe", object_type="invoice")
-        for f in ("customer", "status"):
-            if params.get(f):
-                qs = qs.filter(**{f"data__{f}": params[f]})
-        limit = min(int_param(params, "limit", default=10), 100)
-        return respond(list_of("invoice", [o.data for o in qs.order_by("-pk")[:limit]], "/v1/invoices"))
-    cust_id = params.get("customer")
-    if not cust_id:
-        raise ApiError(400, "Missing required param: customer.", code="parameter_missing", param="customer")
-    cust = get_object("customer", cust_id)
+        return listing("invoice", params, ("customer", "status"), "/v1/invoices")
+    cust = customer_of(params)
     method = params.get("collection_method") or "charge_automatically"
     if method not in ("charge_automatically", "send_invoice"):
         raise ApiError(400, f"Invalid collection_method: {method}", code="parameter_invalid",
@@ -158,9 +142,7 @@ def invoices(request, params, outbox, m):
     return respond(inv.data)
 
 
-def invoice_search(request, params, outbox, m):
-    return respond(search("invoice", str(params.get("query") or ""), min(int_param(params, "limit", default=10), 100),
-                         "/v1/invoices/search"))
+invoice_search = search_view("invoice", "/v1/invoices/search")
 
 
 def invoice(request, params, outbox, m):

@@ -32,6 +32,17 @@ def _charge(inv: dict, payment_method: str) -> tuple[dict, dict]:
     return charge, payment
 
 
+def _paid(obj: SandboxObject, amount: int, ts: int, outbox: list) -> None:
+    """The invoice is paid in full by `amount` (what remained): invoice.paid."""
+    inv = obj.data
+    inv["amount_paid"] += amount
+    inv["amount_remaining"] = 0
+    inv["status"] = "paid"
+    inv["status_transitions"]["paid_at"] = ts
+    save_object(obj)
+    outbox.append(("invoice.paid", inv))
+
+
 def pay(request, params, outbox, m):
     obj = get_object("invoice", m.group(1), lock=True)
     inv = obj.data
@@ -45,12 +56,7 @@ def pay(request, params, outbox, m):
     inv["attempt_count"] += 1
     pm = str(params.get("payment_method") or "pm_card_visa")
     if bool_param(params, "paid_out_of_band", False):
-        inv["amount_paid"] += inv["amount_remaining"]
-        inv["amount_remaining"] = 0
-        inv["status"] = "paid"
-        inv["status_transitions"]["paid_at"] = ts
-        save_object(obj)
-        outbox.append(("invoice.paid", inv))
+        _paid(obj, inv["amount_remaining"], ts, outbox)
         return respond(inv)
     if pm in DECLINE_METHODS:
         inv["last_finalization_error"] = None
@@ -60,12 +66,7 @@ def pay(request, params, outbox, m):
         return error_response(402, "Your card was declined.", type_="card_error", code="card_declined",
                               extra={"decline_code": "generic_decline"})
     charge, _payment = _charge(inv, pm)
-    inv["amount_paid"] += charge["amount"]
-    inv["amount_remaining"] = 0
-    inv["status"] = "paid"
-    inv["status_transitions"]["paid_at"] = ts
-    save_object(obj)
-    outbox.append(("invoice.paid", inv))
+    _paid(obj, charge["amount"], ts, outbox)
     if pm in DISPUTE_METHODS:
         outbox.append(("charge.dispute.created", open_dispute_on(charge)))
     return respond(inv)
