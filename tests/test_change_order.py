@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from apps.canonical.models import Engagement, EngagementChange, ExternalId
 from apps.canonical.ownership import NotSystemOfRecord
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.core.demo import SALESFORCE_ORG
 from apps.forecast.models import ForecastRefresh
 from apps.sandbox.models import SandboxObject

@@ -7,7 +7,7 @@ import random
 import pytest
 from django.utils import timezone
 
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.core.demo import SALESFORCE_ORG
 from apps.sandbox.traffic import make_opportunity
 from apps.sync import engine, intake, jobs, sweeper

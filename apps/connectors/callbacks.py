@@ -1,7 +1,14 @@
-"""Shapes shared by the inbound (callback) side of the connectors."""
+"""What every system's `inbound.py` shares: the refusal, the parsed event, and the JSON body checks.
+
+Each `apps/connectors/<system>/inbound.py` exposes `verify_and_parse(conn, *, method, uris, body, headers)
+-> list[EventSpec]`: it verifies the signature first (an unsigned request learns nothing about what we accept),
+then checks and parses the body, and raises `Rejected(4xx, why)` for anything it refuses. The body's size is
+checked once, by the intake, before any of them runs.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 
@@ -28,13 +35,17 @@ class EventSpec:
     ignored: str = ""  # why no workflow acts on it (stored, answered 2xx, not an error)
 
 
-def json_body(body: bytes, headers, who: str):
-    """The parsed JSON of a callback, or Rejected(415/400) saying what is wrong with it."""
-    import json
+def media_type(headers) -> str:
+    """The Content-Type without its parameters, lower case ("" when absent)."""
+    return (headers.get("Content-Type") or "").split(";")[0].strip().lower()
 
-    media = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise Rejected(415, f"{who} callbacks must be sent as application/json")
+
+def json_body(body: bytes, headers, what: str):
+    """The parsed JSON of a callback, or Rejected(415/400) saying what is wrong with it.
+
+    `what` names the messages in the 415 reason, e.g. "HubSpot webhooks", "Kantata callbacks"."""
+    if media_type(headers) != "application/json":
+        raise Rejected(415, f"{what} must be sent as application/json")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -35,7 +35,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpResponse
 
-from apps.connectors import standard_webhooks
+from apps.connectors.standard_webhooks.signature import signed_headers
 
 from .faults import error, json_response, system_config
 from .models import SandboxObject, SandboxSystem
@@ -331,7 +331,7 @@ def deliver_callback(msg_id: str, *, system: str = "netsuite", url: str | None =
     body = json.dumps(obj.data["envelope"]).encode()
     out = []
     for _ in range(times):
-        headers = standard_webhooks.signed_headers(secret or cfg["secret"], msg_id, body, timestamp)
+        headers = signed_headers(secret or cfg["secret"], msg_id, body, timestamp)
         try:
             resp = requests.post(url or cfg["url"], data=body, headers=headers, timeout=10)
             status = resp.status_code

@@ -42,7 +42,7 @@ from typing import Callable
 import requests
 from django.utils import timezone
 
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.core.demo_book import EXPENSE_CODE as BOOK_EXPENSE_CODE, SERVICE_CODES
 
 from . import billing, psa_time, stripe_api

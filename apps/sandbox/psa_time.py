@@ -22,7 +22,7 @@ from datetime import date, datetime, timezone as dt_tz
 
 import requests
 
-from apps.connectors.standard_webhooks import signed_headers
+from apps.connectors.standard_webhooks.signature import signed_headers
 
 from . import views
 from .faults import error, json_response

@@ -1,5 +1,6 @@
 """NetSuite (ERP) callbacks: invoices and customer payments, sent by the firm's SuiteScript user event
-(afterSubmit) and signed per Standard Webhooks (apps/connectors/standard_webhooks.py).
+(afterSubmit) and signed per Standard Webhooks (apps/connectors/standard_webhooks/signature.py) — every refusal
+of a NetSuite callback is in this file.
 
 One message per request:
 
@@ -20,71 +21,17 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from apps.connectors.callbacks import EventSpec, Rejected, json_body
+from apps.connectors.standard_webhooks import signature
 from apps.finance.invoicing import parse_time, state_version, utc_text
-from apps.finance.money import MoneyError, to_decimal
 
-from . import standard_webhooks
-from .inbound import EventSpec, Rejected, json_body
-
-# NetSuite invoice status (id or refName, compared without spaces, lower case) → canonical status
-NETSUITE_STATUS = {"open": "open", "paidinfull": "paid", "pendingapproval": "draft", "rejected": "void",
-                   "voided": "void", "void": "void"}
-
-
-def _amount(value) -> str:
-    if value in (None, ""):
-        return ""
-    try:
-        return str(to_decimal(value))
-    except MoneyError:
-        return ""
-
-
-def _ref(value) -> str:
-    if isinstance(value, dict):
-        value = value.get("id")
-    return str(value).strip()[:64] if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-
-
-def invoice_status(record: dict) -> str:
-    st = record.get("status")
-    raw = (st.get("id") or st.get("refName") or "") if isinstance(st, dict) else (st or "")
-    status = NETSUITE_STATUS.get(str(raw).replace(" ", "").lower(), "open")
-    remaining, total = _amount(record.get("amountRemaining")), _amount(record.get("total"))
-    if status == "open" and remaining and total and to_decimal(remaining) <= 0 < to_decimal(total):
-        status = "paid"
-    return status
-
-
-def invoice_view(record: dict) -> dict:
-    """The canonical view of a NetSuite invoice record."""
-    ext = str(record.get("externalId") or "")
-    currency = record.get("currency")
-    cur = (currency.get("refName") if isinstance(currency, dict) else currency) or ""
-    return {
-        "id": _ref(record.get("id")),
-        "number": str(record.get("tranId") or "")[:100],
-        "status": invoice_status(record),
-        "currency": str(cur).upper()[:3],
-        "total": _amount(record.get("total")),
-        "amount_paid": _amount(record.get("amountPaid")),
-        "amount_due": _amount(record.get("amountRemaining")),
-        "due_on": str(record.get("dueDate") or "")[:10],
-        "issued_on": str(record.get("tranDate") or "")[:10],
-        "paid_at": "",
-        "customer_ref": _ref(record.get("entity")),
-        "customer_key": "",
-        "milestone_ref": ext[6:] if ext.startswith("HO-MS-") else "",
-        "engagement_ref": "",
-        "project_ref": _ref(record.get("job")),
-        "external_ref": ext[:100],
-    }
+from .mapping import amount_text, invoice_view, record_ref
 
 
 def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
     etype, data = envelope["type"][:100], envelope["data"]
     spec = EventSpec(event_id=event_id, event_type=etype, body=envelope)
-    rid = _ref(data.get("id"))
+    rid = record_ref(data.get("id"))
     if etype in ("invoice.created", "invoice.updated"):
         if not rid:
             raise Rejected(400, f"NetSuite: the {etype} record has no id")
@@ -114,8 +61,8 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
             raise Rejected(400, f"NetSuite: payment {rid} is applied to no invoice (apply.items is empty)")
         payments = []
         for i, a in enumerate(applies):
-            doc = _ref((a or {}).get("doc")) if isinstance(a, dict) else ""
-            amt = _amount((a or {}).get("amount")) if isinstance(a, dict) else ""
+            doc = record_ref((a or {}).get("doc")) if isinstance(a, dict) else ""
+            amt = amount_text((a or {}).get("amount")) if isinstance(a, dict) else ""
             if not doc or not amt:
                 raise Rejected(400, f"NetSuite: payment {rid} line {i + 1} lacks doc.id or amount")
             if a.get("apply") is False:
@@ -124,7 +71,7 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
                              "status": "succeeded", "received_at": str(data.get("tranDate") or "")[:10]})
         spec.workflow = "invoice_payment_to_crm"
         spec.source_key = f"payment:{rid}"
-        spec.title = f"NetSuite payment {data.get('tranId') or rid} ({_amount(data.get('payment'))} {cur})"
+        spec.title = f"NetSuite payment {data.get('tranId') or rid} ({amount_text(data.get('payment'))} {cur})"
         spec.payload = {"source": "netsuite", "event_type": etype, "object": "payment", "object_id": rid,
                         "status": "", "state_at": utc_text(at), "invoices": [], "payments": payments,
                         "fetch": "invoices", "source_modified_at": utc_text(at)}
@@ -134,9 +81,9 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
 
 
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
-    event_id = standard_webhooks.verify(conn.inbound_secret, headers=headers, body=body,
+    event_id = signature.verify(conn.inbound_secret, headers=headers, body=body,
                                         max_age=settings.HANDOFF_SIGNATURE_MAX_AGE_SECONDS, who="NetSuite")
-    envelope = json_body(body, headers, "NetSuite")
+    envelope = json_body(body, headers, "NetSuite callbacks")
     if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str) \
             or not isinstance(envelope.get("data"), dict):
         raise Rejected(400, 'a NetSuite callback must be an object with a "type" string and a "data" object')

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import time
 
-from .inbound import Rejected
+from apps.connectors.callbacks import Rejected
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 

@@ -4,8 +4,8 @@ and the days overdue are written to the CRM opportunity (HubSpot deal / Salesfor
 (HubSpot company / Salesforce Account) the engagement came from.
 
 Sources (one record per source object): Stripe events (`invoice:<in_…>`, `dispute:<dp_…>`, see
-apps/connectors/stripe_inbound.py) and NetSuite callbacks (`invoice:<id>`, `payment:<id>`, see
-apps/connectors/netsuite_inbound.py).
+apps/connectors/stripe/inbound.py) and NetSuite callbacks (`invoice:<id>`, `payment:<id>`, see
+apps/connectors/netsuite/inbound.py).
 
 Stages:
 - fetch: what the event does not carry is read from the source — a dispute's invoice (Stripe invoice payments by
@@ -289,7 +289,8 @@ def _not_found_hold(exc: DownstreamError, what: str) -> Hold:
 
 def stage_fetch(ctx) -> None:
     """Read from the source what the event does not carry (read-only, so it may run any number of times)."""
-    from apps.connectors import netsuite_inbound, stripe_inbound
+    from apps.connectors.netsuite import mapping as netsuite_mapping
+    from apps.connectors.stripe import mapping as stripe_mapping
 
     p = ctx.payload
     fetch = p.get("fetch") or ""
@@ -306,12 +307,12 @@ def stage_fetch(ctx) -> None:
                 p["invoices"] = []
                 return
             inv = client.retrieve_invoice(invoice_id)
-            p["invoices"] = [stripe_inbound.invoice_view(inv, "disputed")]
+            p["invoices"] = [stripe_mapping.invoice_view(inv, "disputed")]
         elif fetch == "payments":
             view = p["invoices"][0]
             p["payments"] = [{
                 "id": (ip.get("payment") or {}).get("payment_intent") or ip["id"], "invoice_id": view["id"],
-                "amount": stripe_inbound.money(ip.get("amount_paid"), view["currency"]),
+                "amount": stripe_mapping.money(ip.get("amount_paid"), view["currency"]),
                 "currency": view["currency"], "status": "succeeded" if ip.get("status") == "paid" else "failed",
                 "received_at": invoicing.utc_text(invoicing.parse_time(
                     (ip.get("status_transitions") or {}).get("paid_at") or ip.get("created"))),
@@ -321,7 +322,7 @@ def stage_fetch(ctx) -> None:
             for invoice_id in dict.fromkeys(x["invoice_id"] for x in p.get("payments") or []):
                 rec = client.request("GET", f"/services/rest/record/v1/invoice/{invoice_id}",
                                      summary=f"get invoice {invoice_id}").json()
-                view = netsuite_inbound.invoice_view(rec)
+                view = netsuite_mapping.invoice_view(rec)
                 at = invoicing.parse_time(rec.get("lastModifiedDate"))
                 view["state_at"] = invoicing.utc_text(at) if at else p.get("state_at", "")
                 views.append(view)

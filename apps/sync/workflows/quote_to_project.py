@@ -176,7 +176,7 @@ def stage_fetch(ctx) -> None:
     """HubSpot webhooks carry only ids: fetch the deal and its company through the CRM v3 API."""
     if ctx.source.kind != "hubspot" or ctx.context.get("fetched"):
         return
-    from apps.connectors.hubspot import canonical_from_deal, deal_company_id
+    from apps.connectors.hubspot.mapping import canonical_from_deal, deal_company_id
 
     client = ctx.client_for(ctx.source)
     deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.split(":", 1)[1]

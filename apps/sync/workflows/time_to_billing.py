@@ -51,14 +51,13 @@ from apps.canonical import services as canonical
 from apps.canonical.models import Engagement, ExternalId, LegalEntity, RateCardLine
 from apps.canonical.ownership import assert_may_write
 from apps.connectors.base import DownstreamError
+from apps.connectors.kantata.mapping import EXPENSE, REVERSE, TIME, entry_title
 from apps.finance import money, pricing
 from apps.finance.models import DimensionMapping, ExpenseEntry, FinancePolicy, TimeEntry
 
 from .base import Hold, Problem, Stage, Workflow, register
 
 NAME = "time_to_billing"
-TIME, EXPENSE = "time", "expense"
-POST, REVERSE = "post", "reverse"
 BILL_ANYWAY = "bill_anyway"
 ERP_RECORD = {TIME: "timebill", EXPENSE: "charge"}  # NetSuite REST record ids
 ERP_RECORD_KIND = {v: k for k, v in ERP_RECORD.items()}
@@ -85,23 +84,6 @@ HOURS_Q = Decimal("0.01")
 
 def erp_external_id(kind: str, entry_id: str) -> str:
     return f"HO-{'TE' if kind == TIME else 'EX'}-{entry_id}"
-
-
-def entry_title(p: dict) -> str:
-    """What the queue shows for an entry: what, who, when (also used by the callback parser)."""
-    kind, entry_id = p.get("entry_type"), p.get("entry_id", "?")
-    if p.get("action") == REVERSE:
-        what = "Time entry" if kind == TIME else "Expense"
-        return f"{what} {entry_id} withdrawn in the PSA ({p.get('event_type', 'unapproved')})"
-    who = p.get("person") or (f"user {p['user_id']}" if p.get("user_id") else "someone")
-    if kind == TIME:
-        try:
-            hours = (Decimal(int(p.get("minutes") or 0)) / 60).quantize(HOURS_Q, ROUND_HALF_UP)
-        except (ValueError, TypeError, ArithmeticError):
-            hours = "?"
-        return f"Time {hours} h · {who} · {p.get('date', '?')} (entry {entry_id})"
-    return (f"Expense {p.get('amount', '?')} {p.get('currency', '')} · {p.get('category') or 'expense'} · {who} · "
-            f"{p.get('date', '?')} (expense {entry_id})")
 
 
 # ---------------------------------------------------------------- reference data, cached for one batch
