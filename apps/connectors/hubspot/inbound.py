@@ -1,5 +1,5 @@
-"""HubSpot webhooks v3: verified with X-HubSpot-Signature-v3, checked, parsed — every refusal of a HubSpot
-callback is in this file.
+"""HubSpot webhooks v3: verified with X-HubSpot-Signature-v3, checked, parsed. Every refusal of a HubSpot
+callback is made here (the JSON checks by the shared apps/connectors/callbacks.json_body).
 
 Signature v3 (HubSpot docs, "Validating requests"): base64(HMAC-SHA256(client secret,
 method + URI + body + timestamp)), where the timestamp is X-HubSpot-Request-Timestamp in milliseconds, and a

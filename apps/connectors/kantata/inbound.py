@@ -1,7 +1,8 @@
 """Kantata (PSA) callbacks: approved time entries and expenses, completed milestones — verified per Standard
-Webhooks, checked and parsed; every refusal of a Kantata callback is in this file.
+Webhooks, checked and parsed. Every refusal of a Kantata callback is made here (signature, JSON and envelope by
+the shared apps/connectors/standard_webhooks/signature.verified_message).
 
-One message per request (apps/connectors/standard_webhooks/signature.py for the signature):
+One message per request (apps/connectors/standard_webhooks/signature.py verifies its signature and envelope):
 
     POST /api/v1/callbacks/kantata/
     webhook-id: evt_…   webhook-timestamp: 1700000000   webhook-signature: v1,…
@@ -49,9 +50,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from django.conf import settings
-
-from apps.connectors.callbacks import EventSpec, Rejected, json_body
+from apps.connectors.callbacks import EventSpec, Rejected
 from apps.connectors.standard_webhooks import signature
 from apps.finance.invoicing import parse_time, utc_text
 
@@ -65,12 +64,8 @@ EXPENSE_EVENTS = {"expense.approved": POST, "expense.updated": POST, "expense.un
 
 
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
-    event_id = signature.verify(conn.inbound_secret, headers=headers, body=body,
-                                max_age=settings.HANDOFF_SIGNATURE_MAX_AGE_SECONDS, who="Kantata")
-    envelope = json_body(body, headers, "Kantata callbacks")
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str) \
-            or not isinstance(envelope.get("data"), dict):
-        raise Rejected(400, 'a Kantata event must be an object with a "type" string and a "data" object')
+    event_id, envelope = signature.verified_message(conn, headers=headers, body=body, who="Kantata",
+                                                    what="a Kantata event")
     parser = PARSERS.get(envelope["type"])
     if parser is None:
         return [EventSpec(event_id=event_id, event_type=envelope["type"][:100], body=envelope,

@@ -1,6 +1,6 @@
 """NetSuite (ERP) callbacks: invoices and customer payments, sent by the firm's SuiteScript user event
-(afterSubmit) and signed per Standard Webhooks (apps/connectors/standard_webhooks/signature.py) — every refusal
-of a NetSuite callback is in this file.
+(afterSubmit) and signed per Standard Webhooks. Every refusal of a NetSuite callback is made here (signature,
+JSON and envelope by the shared apps/connectors/standard_webhooks/signature.verified_message).
 
 One message per request:
 
@@ -19,9 +19,7 @@ The webhook-id is the event id: a redelivery is stored once. Other types are sto
 
 from __future__ import annotations
 
-from django.conf import settings
-
-from apps.connectors.callbacks import EventSpec, Rejected, json_body
+from apps.connectors.callbacks import EventSpec, Rejected
 from apps.connectors.standard_webhooks import signature
 from apps.finance.invoicing import parse_time, state_version, utc_text
 
@@ -81,10 +79,6 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
 
 
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
-    event_id = signature.verify(conn.inbound_secret, headers=headers, body=body,
-                                        max_age=settings.HANDOFF_SIGNATURE_MAX_AGE_SECONDS, who="NetSuite")
-    envelope = json_body(body, headers, "NetSuite callbacks")
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str) \
-            or not isinstance(envelope.get("data"), dict):
-        raise Rejected(400, 'a NetSuite callback must be an object with a "type" string and a "data" object')
+    event_id, envelope = signature.verified_message(conn, headers=headers, body=body, who="NetSuite",
+                                                    what="a NetSuite callback")
     return [parse_message(conn, event_id[:200], envelope)]

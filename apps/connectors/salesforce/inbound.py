@@ -1,5 +1,5 @@
 """Salesforce Outbound Messages (SOAP): checked against the org id, parsed, answered with the documented Ack —
-every refusal of a Salesforce callback is in this file.
+every refusal of a Salesforce callback is made in this file.
 
 Salesforce does not sign Outbound Messages: the organization id must match the connection's, and a deployment
 should also restrict the endpoint to Salesforce's IP ranges or use its client certificate. An Outbound Message

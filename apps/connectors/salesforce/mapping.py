@@ -6,6 +6,8 @@ Account_Country__c), which is how orgs usually expose them in an Outbound Messag
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 # the namespaces of an sObject inside an Outbound Message
 SF_NS = "urn:sobject.enterprise.soap.sforce.com"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -60,3 +62,34 @@ def canonical_from_sobject(so) -> dict:
             "parent_id": field_text(so, "Account_Parent_Id__c"),
         },
     }
+
+
+# ------------------------------------------------------------ write-back: what the Opportunity and Account show of
+# Handoff's work. The same four functions, under the same names, are in apps/connectors/hubspot/mapping.py.
+
+
+def opportunity_project_ids(context: dict) -> dict:
+    """The Opportunity's fields once the handoff has created the customer, the project and the engagement."""
+    return {"ERP_Customer_Id__c": context["erp_customer_id"], "PSA_Project_Id__c": context["psa_project_id"],
+            "ERP_Project_Id__c": context["erp_project_id"], "Engagement_Code__c": context["engagement_code"],
+            "Handoff_Status__c": "project created"}
+
+
+def opportunity_status(status: str) -> dict:
+    return {"Handoff_Status__c": status}
+
+
+def opportunity_invoice(invoice, standing, currency: str) -> dict:
+    """The Opportunity's fields for its engagement's latest invoice and what is open
+    (apps/finance/invoicing.Standing)."""
+    return {"Invoice_Number__c": invoice.number, "Invoice_Status__c": invoice.status,
+            "Open_Amount__c": str(standing.open_amounts.get(currency, Decimal("0.00"))),
+            "Days_Overdue__c": standing.max_days_overdue, "Payment_Status__c": standing.payment_status}
+
+
+def account_standing(standing, currency: str) -> dict:
+    """The Account's fields for what its invoices leave open."""
+    return {"Open_Invoice_Amount__c": str(standing.open_amounts.get(currency, Decimal("0.00"))),
+            "Open_Invoice_Amounts__c": standing.open_amount_text(currency),
+            "Days_Overdue__c": standing.max_days_overdue, "Payment_Status__c": standing.payment_status,
+            "Open_Invoices__c": standing.open_invoices}

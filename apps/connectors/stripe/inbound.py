@@ -1,5 +1,6 @@
 """Stripe webhooks: verified with `Stripe-Signature` exactly as Stripe documents it, then turned into records of
-invoice-payment-to-CRM — every refusal of a Stripe callback is in this file.
+invoice-payment-to-CRM. Every refusal of a Stripe callback is made here (the JSON checks by the shared
+apps/connectors/callbacks.json_body).
 
 Verification (stripe.WebhookSignature.verify_header, the official library's check): the header is
 `t=<unix seconds>,v1=<hex>[,v1=<hex>…]` (several v1 signatures during a secret roll; any one may match),

@@ -39,13 +39,16 @@ from apps.canonical.models import Customer, Engagement, ExternalId, Milestone
 from apps.canonical.ownership import assert_may_write
 from apps.canonical.services import object_by_external_id
 from apps.connectors.base import DownstreamError
+from apps.connectors.hubspot import mapping as hubspot_mapping
+from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.finance import invoicing
 from apps.finance.models import Invoice, Payment
 from apps.finance.money import MoneyError, convert, to_decimal
 
 from .base import Hold, Problem, Stage, Workflow, register
 
-CRM_KINDS = ("hubspot", "salesforce")
+CRM_MAPPING = {"hubspot": hubspot_mapping, "salesforce": salesforce_mapping}  # what each CRM shows of an invoice
+CRM_KINDS = tuple(CRM_MAPPING)
 SOURCE_SYSTEM = {"stripe": "stripe", "netsuite": "netsuite"}
 FIX_FIELDS = ["engagement_code"]
 FIELD_LABELS = {"engagement_code": "engagement (code) this invoice belongs to"}
@@ -410,29 +413,12 @@ def crm_values(invoice_ids: list[int], today: date) -> dict:
             inv = eng[link.object_id]
             st = invoicing.standing(_views(Q(engagement_id=link.object_id)), today)
             currency = inv.engagement.currency
-            own = st.open_amounts.get(currency, Decimal("0.00"))
-            if link.system == "hubspot":
-                props = {"handoff_invoice_number": inv.number, "handoff_invoice_status": inv.status,
-                         "handoff_open_amount": str(own), "handoff_open_amount_currency": currency,
-                         "handoff_days_overdue": str(st.max_days_overdue),
-                         "handoff_payment_status": st.payment_status}
-            else:
-                props = {"Invoice_Number__c": inv.number, "Invoice_Status__c": inv.status,
-                         "Open_Amount__c": str(own), "Days_Overdue__c": st.max_days_overdue,
-                         "Payment_Status__c": st.payment_status}
+            props = CRM_MAPPING[link.system].opportunity_invoice(inv, st, currency)
         else:
             inv = cust[link.object_id]
             st = invoicing.standing(_views(Q(customer_id=link.object_id)), today)
             currency = inv.customer.currency or inv.currency
-            if link.system == "hubspot":
-                props = {"handoff_open_amount": st.open_amount_text(currency),
-                         "handoff_days_overdue": str(st.max_days_overdue),
-                         "handoff_payment_status": st.payment_status, "handoff_open_invoices": str(st.open_invoices)}
-            else:
-                props = {"Open_Invoice_Amount__c": str(st.open_amounts.get(currency, Decimal("0.00"))),
-                         "Open_Invoice_Amounts__c": st.open_amount_text(currency),
-                         "Days_Overdue__c": st.max_days_overdue, "Payment_Status__c": st.payment_status,
-                         "Open_Invoices__c": st.open_invoices}
+            props = CRM_MAPPING[link.system].account_standing(st, currency)
         out[(link.system, link.object_type, link.external_id)] = props
     return out
 
