@@ -23,19 +23,26 @@ from apps.connectors.callbacks import EventSpec, Rejected
 from apps.connectors.standard_webhooks import signature
 from apps.finance.invoicing import parse_time, state_version, utc_text
 
-from .mapping import amount_text, invoice_view, record_ref
+from .mapping import amount_text, currency_code, invoice_view, record_ref
+
+MESSAGE_KINDS = {"invoice.created": "invoice", "invoice.updated": "invoice",
+                 "customerpayment.created": "payment", "customerpayment.updated": "payment"}
 
 
 def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
     etype, data = envelope["type"][:100], envelope["data"]
     spec = EventSpec(event_id=event_id, event_type=etype, body=envelope)
+    kind = MESSAGE_KINDS.get(etype)
+    if kind is None:
+        spec.ignored = f"no workflow acts on NetSuite {etype!r} callbacks"
+        return spec
     rid = record_ref(data.get("id"))
-    if etype in ("invoice.created", "invoice.updated"):
-        if not rid:
-            raise Rejected(400, f"NetSuite: the {etype} record has no id")
-        at = parse_time(data.get("lastModifiedDate")) or parse_time(envelope.get("timestamp"))
-        if at is None:
-            raise Rejected(400, f"NetSuite: invoice {rid} has neither lastModifiedDate nor a valid timestamp")
+    if not rid:
+        raise Rejected(400, f"NetSuite: the {etype} record has no id")
+    at = parse_time(data.get("lastModifiedDate")) or parse_time(envelope.get("timestamp"))
+    if at is None:
+        raise Rejected(400, f"NetSuite: {kind} {rid} has neither lastModifiedDate nor a valid timestamp")
+    if kind == "invoice":
         view = invoice_view(data)
         if not view["currency"] or not view["total"]:
             raise Rejected(400, f"NetSuite: invoice {rid} lacks its currency or total")
@@ -46,35 +53,26 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
                         "status": view["status"], "state_at": utc_text(at), "invoices": [view], "payments": [],
                         "fetch": "", "source_modified_at": state_version(view["status"], at)}
         return spec
-    if etype in ("customerpayment.created", "customerpayment.updated"):
-        if not rid:
-            raise Rejected(400, f"NetSuite: the {etype} record has no id")
-        at = parse_time(data.get("lastModifiedDate")) or parse_time(envelope.get("timestamp"))
-        if at is None:
-            raise Rejected(400, f"NetSuite: payment {rid} has neither lastModifiedDate nor a valid timestamp")
-        currency = data.get("currency")
-        cur = str((currency.get("refName") if isinstance(currency, dict) else currency) or "").upper()[:3]
-        applies = ((data.get("apply") or {}).get("items")) if isinstance(data.get("apply"), dict) else None
-        if not isinstance(applies, list) or not applies:
-            raise Rejected(400, f"NetSuite: payment {rid} is applied to no invoice (apply.items is empty)")
-        payments = []
-        for i, a in enumerate(applies):
-            doc = record_ref((a or {}).get("doc")) if isinstance(a, dict) else ""
-            amt = amount_text((a or {}).get("amount")) if isinstance(a, dict) else ""
-            if not doc or not amt:
-                raise Rejected(400, f"NetSuite: payment {rid} line {i + 1} lacks doc.id or amount")
-            if a.get("apply") is False:
-                continue
-            payments.append({"id": f"{rid}:{doc}", "invoice_id": doc, "amount": amt, "currency": cur,
-                             "status": "succeeded", "received_at": str(data.get("tranDate") or "")[:10]})
-        spec.workflow = "invoice_payment_to_crm"
-        spec.source_key = f"payment:{rid}"
-        spec.title = f"NetSuite payment {data.get('tranId') or rid} ({amount_text(data.get('payment'))} {cur})"
-        spec.payload = {"source": "netsuite", "event_type": etype, "object": "payment", "object_id": rid,
-                        "status": "", "state_at": utc_text(at), "invoices": [], "payments": payments,
-                        "fetch": "invoices", "source_modified_at": utc_text(at)}
-        return spec
-    spec.ignored = f"no workflow acts on NetSuite {etype!r} callbacks"
+    cur = currency_code(data)
+    applies = ((data.get("apply") or {}).get("items")) if isinstance(data.get("apply"), dict) else None
+    if not isinstance(applies, list) or not applies:
+        raise Rejected(400, f"NetSuite: payment {rid} is applied to no invoice (apply.items is empty)")
+    payments = []
+    for i, a in enumerate(applies):
+        doc = record_ref((a or {}).get("doc")) if isinstance(a, dict) else ""
+        amt = amount_text((a or {}).get("amount")) if isinstance(a, dict) else ""
+        if not doc or not amt:
+            raise Rejected(400, f"NetSuite: payment {rid} line {i + 1} lacks doc.id or amount")
+        if a.get("apply") is False:
+            continue
+        payments.append({"id": f"{rid}:{doc}", "invoice_id": doc, "amount": amt, "currency": cur,
+                         "status": "succeeded", "received_at": str(data.get("tranDate") or "")[:10]})
+    spec.workflow = "invoice_payment_to_crm"
+    spec.source_key = f"payment:{rid}"
+    spec.title = f"NetSuite payment {data.get('tranId') or rid} ({amount_text(data.get('payment'))} {cur})"
+    spec.payload = {"source": "netsuite", "event_type": etype, "object": "payment", "object_id": rid,
+                    "status": "", "state_at": utc_text(at), "invoices": [], "payments": payments,
+                    "fetch": "invoices", "source_modified_at": utc_text(at)}
     return spec
 
 

@@ -26,6 +26,12 @@ def record_ref(value) -> str:
     return str(value).strip()[:64] if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
 
 
+def currency_code(record: dict) -> str:
+    """The record's currency as an ISO code ("" when absent): NetSuite sends a reference whose refName is the code."""
+    currency = record.get("currency")
+    return str((currency.get("refName") if isinstance(currency, dict) else currency) or "").upper()[:3]
+
+
 def invoice_status(record: dict) -> str:
     st = record.get("status")
     raw = (st.get("id") or st.get("refName") or "") if isinstance(st, dict) else (st or "")
@@ -39,13 +45,11 @@ def invoice_status(record: dict) -> str:
 def invoice_view(record: dict) -> dict:
     """The canonical view of a NetSuite invoice record."""
     ext = str(record.get("externalId") or "")
-    currency = record.get("currency")
-    cur = (currency.get("refName") if isinstance(currency, dict) else currency) or ""
     return {
         "id": record_ref(record.get("id")),
         "number": str(record.get("tranId") or "")[:100],
         "status": invoice_status(record),
-        "currency": str(cur).upper()[:3],
+        "currency": currency_code(record),
         "total": amount_text(record.get("total")),
         "amount_paid": amount_text(record.get("amountPaid")),
         "amount_due": amount_text(record.get("amountRemaining")),
