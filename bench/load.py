@@ -117,7 +117,7 @@ def sustained(args, web_url: str, web_pid: int, engines, workdir: Path) -> dict:
 
     from django.db import connection as db
 
-    from apps.connectors.hubspot import signature_v3
+    from apps.connectors.hubspot.inbound import signature_v3
     from bench import loadgen
 
     url = f"{web_url}/api/v1/callbacks/hubspot/"
@@ -253,7 +253,7 @@ def post_batches(url: str, deal_ids: list[int], *, batch: int, concurrency: int,
     import http.client
     from urllib.parse import urlsplit
 
-    from apps.connectors.hubspot import signature_v3
+    from apps.connectors.hubspot.inbound import signature_v3
 
     parts = urlsplit(url)
     now_ms = int(time.time() * 1000)

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apps.connectors.hubspot import signature_v3
+from apps.connectors.hubspot.inbound import signature_v3
 
 WRK_LUA = r"""
 -- bench/loadgen.py: replay pre-signed HubSpot webhook requests, one new event per request

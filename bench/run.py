@@ -437,7 +437,7 @@ def _self_cpu() -> float:
 def load_inbox(n: int, *, bad_share: float, seed: int) -> dict:
     """n closed-won HubSpot deals (+ companies) straight into the sandbox, and their verified webhook events
     stored through the intake's own store_events (100 events per call, as HubSpot batches them)."""
-    from apps.connectors import hubspot
+    from apps.connectors.hubspot import inbound as hubspot_inbound
     from apps.demo.deals import make_opportunity, scenario_mix
     from apps.sandbox.models import SandboxObject
     from apps.sync.intake import store_events
@@ -464,7 +464,7 @@ def load_inbox(n: int, *, bad_share: float, seed: int) -> dict:
                    "occurredAt": now_ms, "subscriptionType": "deal.propertyChange", "attemptNumber": 0,
                    "objectId": deals[j].pk, "propertyName": "dealstage", "propertyValue": "closedwon",
                    "changeSource": "CRM"} for j in range(i, min(n, i + 100))]
-        accepted += store_events(conn, hubspot.parse_events(conn, events), headers, 202)["accepted"]
+        accepted += store_events(conn, hubspot_inbound.parse_events(conn, events), headers, 202)["accepted"]
     t2 = time.perf_counter()
     return {"scenarios": dict(Counter(scenarios)), "sandbox_objects_s": t1 - t0, "store_events_s": t2 - t1,
             "stored_events_per_s": n / (t2 - t1), "accepted": accepted}

@@ -23,7 +23,7 @@ def main() -> int:
     from django.core.management import call_command
 
     # import what the jobs use, so the first job does not pay for it
-    import apps.connectors.registry  # noqa: F401
+    import apps.connectors.clients  # noqa: F401
     import apps.sync.jobs  # noqa: F401
     from apps.sync.workflows.base import all_workflows
 

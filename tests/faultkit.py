@@ -307,14 +307,14 @@ def store_hubspot_events(events: list[dict], *, wake: bool = True) -> None:
     """Store webhook events exactly as the callback endpoint does (intake.store_events), 100 per request."""
     from django.db import transaction
 
-    from apps.connectors import hubspot
+    from apps.connectors.hubspot import inbound as hubspot_inbound
     from apps.sync import intake
     from apps.sync.models import Connection
     from apps.sync.wakeup import wake as wake_up
 
     conn = Connection.objects.get(slug="hubspot")
     for i in range(0, len(events), 100):
-        specs = hubspot.parse_events(conn, events[i:i + 100])
+        specs = hubspot_inbound.parse_events(conn, events[i:i + 100])
         with transaction.atomic():
             intake.store_events(conn, specs, {"Content-Type": "application/json"}, 202)
             if wake:
@@ -335,7 +335,7 @@ def signed_hubspot_post(url: str, secret: str, events: list[dict], session=None)
 
     import requests
 
-    from apps.connectors.hubspot import signature_v3
+    from apps.connectors.hubspot.inbound import signature_v3
 
     body = json.dumps(events).encode()
     ts = str(int(time.time() * 1000))

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from apps.canonical.models import Customer, Engagement, LegalEntity, PaymentTerms
 from apps.canonical.services import external_id_link
-from apps.connectors import standard_webhooks
+from apps.connectors.standard_webhooks.signature import signed_headers
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sandbox.models import SandboxObject
 
@@ -77,7 +77,7 @@ def story(engagement: Engagement | None = None, *, story_id=None, amount="25000.
 
 def signed(secret: str, body: dict | bytes, msg_id: str | None = None, timestamp: int | None = None) -> tuple:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return raw, standard_webhooks.signed_headers(secret, msg_id or f"msg_{uuid.uuid4().hex}", raw, timestamp)
+    return raw, signed_headers(secret, msg_id or f"msg_{uuid.uuid4().hex}", raw, timestamp)
 
 
 def drf_headers(headers: dict) -> dict:

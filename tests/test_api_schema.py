@@ -9,7 +9,7 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from apps.connectors.hubspot import signature_v3
+from apps.connectors.hubspot.inbound import signature_v3
 from apps.sync.intake import process_inbox
 from apps.sync.models import InboundEvent, SyncRecord
 

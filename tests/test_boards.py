@@ -22,8 +22,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.connectors import hubspot
-from apps.connectors.inbound import Rejected
+from apps.connectors.callbacks import Rejected
+from apps.connectors.hubspot import inbound as hubspot_inbound
 from apps.console import charts, kpis
 from apps.reconcile.models import ReconciliationRun
 from apps.sandbox.models import SandboxSystem
@@ -673,7 +673,7 @@ def _post_webhook(secret: str):
                         "attemptNumber": 0, "objectId": 123, "propertyName": "dealstage",
                         "propertyValue": "closedwon", "changeSource": "CRM"}]).encode()
     ts = str(int(time.time() * 1000))
-    sig = hubspot.signature_v3(secret, "POST", "http://testserver/api/v1/callbacks/hubspot/", body, ts)
+    sig = hubspot_inbound.signature_v3(secret, "POST", "http://testserver/api/v1/callbacks/hubspot/", body, ts)
     return Client().post("/api/v1/callbacks/hubspot/", data=body, content_type="application/json",
                          HTTP_X_HUBSPOT_SIGNATURE_V3=sig, HTTP_X_HUBSPOT_REQUEST_TIMESTAMP=ts), body, ts, sig
 
@@ -695,7 +695,7 @@ def test_rotating_the_hubspot_secret_shows_it_once_and_the_old_signature_stops_v
     # the old signature no longer verifies; the new secret does
     headers = {"X-HubSpot-Signature-v3": old_sig, "X-HubSpot-Request-Timestamp": ts}
     with pytest.raises(Rejected):
-        hubspot.verify(hub, method="POST", uris=["http://testserver/api/v1/callbacks/hubspot/"], body=body,
+        hubspot_inbound.verify(hub, method="POST", uris=["http://testserver/api/v1/callbacks/hubspot/"], body=body,
                        headers=headers, max_age=300)
     assert _post_webhook(HUBSPOT_SECRET)[0].status_code == 401
     assert _post_webhook(new)[0].status_code == 202

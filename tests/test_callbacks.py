@@ -14,8 +14,8 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from apps.connectors.hubspot import signature_v3
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.hubspot.inbound import signature_v3
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.demo.deals import make_opportunity
 from apps.demo.firm import SALESFORCE_ORG
 from apps.sync.intake import process_inbox

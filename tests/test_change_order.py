@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from apps.canonical import amendments
 from apps.canonical.models import Engagement, EngagementChange, ExternalId
 from apps.canonical.ownership import NotSystemOfRecord
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.demo.deals import make_opportunity
 from apps.demo.firm import SALESFORCE_ORG
 from apps.forecast.models import ForecastRefresh

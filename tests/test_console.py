@@ -21,7 +21,7 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 def canonical_payload(**overrides) -> dict:
-    """A canonical opportunity as apps.connectors.hubspot.canonical_from_deal builds it: valid except for
+    """A canonical opportunity as apps.connectors.hubspot.mapping.canonical_from_deal builds it: valid except for
     whatever `overrides` break."""
     n = next(_seq)
     payload = {

@@ -87,7 +87,7 @@ def test_the_sweeper_does_nothing_when_nothing_is_due(connections):
 
 def test_the_inbox_turns_events_into_one_record_per_source_object(connections, django_capture_on_commit_callbacks):
     conn = connections["hubspot"]
-    from apps.connectors.inbound import EventSpec
+    from apps.connectors.callbacks import EventSpec
 
     specs = [EventSpec(event_id=str(i), event_type="deal.propertyChange:dealstage", body={}, workflow="quote_to_project",
                        source_key=f"deal:{i % 3}", payload={"deal_id": str(i % 3)}, title=f"deal {i % 3}")
@@ -135,7 +135,7 @@ def test_retention_archives_old_terminal_records_and_drops_old_rows(connections,
 
 
 def test_a_full_inbox_batch_wakes_a_second_inbox_job(connections, django_capture_on_commit_callbacks):
-    from apps.connectors.inbound import EventSpec
+    from apps.connectors.callbacks import EventSpec
 
     specs = [EventSpec(event_id=str(i), event_type="deal.propertyChange:dealstage", body={},
                        workflow="quote_to_project", source_key=f"deal:{i}", payload={"deal_id": str(i)})

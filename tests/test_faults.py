@@ -364,7 +364,7 @@ def test_callbacks_delivered_three_times_shuffled_and_concurrently_make_one_reco
         if kind == "hubspot":
             r = signed_hubspot_post(url, HUBSPOT_SECRET, [payload], session=session)
             return kind, str(payload["eventId"]), r.status_code
-        from apps.connectors.salesforce import build_outbound_message
+        from apps.connectors.salesforce.inbound import build_outbound_message
         from apps.demo.firm import SALESFORCE_ORG
 
         nid, fields, _ = payload

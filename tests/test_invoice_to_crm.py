@@ -15,7 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.connectors.base import DownstreamError
-from apps.connectors.stripe_billing import StripeClient
+from apps.connectors.stripe.client import StripeClient
 from apps.finance import invoicing
 from apps.finance.invoicing import InvoiceState, InvoiceView, supersedes
 from apps.finance.models import Invoice, Payment

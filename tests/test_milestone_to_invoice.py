@@ -342,7 +342,7 @@ def test_the_readiness_check_costs_the_same_few_queries_however_much_was_billed(
     Milestone.objects.bulk_create([Milestone(engagement=e, name=f"M{i}", amount=D("500.00"), currency="USD",
                                              status="completed", source_key=f"s{i}") for i in range(20)])
     def payload(amount):
-        from apps.connectors.kantata_milestones import parse_story_completed
+        from apps.connectors.kantata.inbound import parse_story_completed
 
         return parse_story_completed(None, "msg", {"type": "story.completed", "data": story(e, amount=amount)}).payload
 

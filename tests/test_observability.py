@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from rest_framework.test import APIClient
 from rq import SimpleWorker
 
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.core import metrics as metrics_module
 from apps.core.logging import JsonFormatter, PlainFormatter, log_context, make_formatter
 from apps.demo.deals import make_opportunity

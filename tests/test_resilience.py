@@ -7,7 +7,7 @@ import random
 import pytest
 from django.utils import timezone
 
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.demo.deals import make_opportunity
 from apps.demo.firm import SALESFORCE_ORG
 from apps.sync import engine, intake, jobs, sweeper

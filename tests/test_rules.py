@@ -10,8 +10,8 @@ from apps.canonical.models import Customer
 from apps.canonical.ownership import NotSystemOfRecord, assert_may_write
 from apps.canonical.services import customer_upsert, external_id_link
 from apps.connectors.base import DownstreamError, parse_retry_after
-from apps.connectors.hubspot import canonical_from_deal, deal_company_id
-from apps.connectors.salesforce import build_outbound_message, parse_notifications
+from apps.connectors.hubspot.mapping import canonical_from_deal, deal_company_id
+from apps.connectors.salesforce.inbound import build_outbound_message, parse_notifications
 from apps.sync.engine import backoff_seconds
 from apps.sync.workflows.base import WORKFLOW_MODULES, Hold
 from apps.sync.workflows.quote_to_project import DEAL_GONE, ERP_REFUSAL, WORKFLOW, validate

@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from apps.connectors.hubspot import signature_v3
+from apps.connectors.hubspot.inbound import signature_v3
 from apps.demo.firm import SALESFORCE_ORG
 from apps.sync.intake import process_inbox
 from apps.sync.models import Connection, InboundEvent, SyncRecord

@@ -13,7 +13,7 @@ import stripe
 from rest_framework.test import APIClient
 
 from apps.connectors.base import DownstreamError
-from apps.connectors.stripe_billing import StripeClient
+from apps.connectors.stripe.client import StripeClient
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sandbox.models import SandboxObject
 from apps.sandbox.stripe import webhooks as stripe_webhooks

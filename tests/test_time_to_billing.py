@@ -15,7 +15,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.canonical.models import Engagement, LegalEntity, RateCardLine
-from apps.connectors.standard_webhooks import signed_headers
+from apps.connectors.standard_webhooks.signature import signed_headers
 from apps.finance import money, pricing
 from apps.finance.models import DimensionMapping, ExpenseEntry, FinancePolicy, TimeEntry
 from apps.sandbox.credentials import INBOUND_SECRETS

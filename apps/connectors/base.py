@@ -62,8 +62,8 @@ class NullRecorder:
 
 
 def elapsed_ms(t0: float) -> int:
-    """Milliseconds since `time.monotonic()` was `t0`, rounded — not floored, which took ~0.5 ms off every call
-    and so from every Σ of durations (the benchmarks' "waiting on the systems")."""
+    """Milliseconds since `time.monotonic()` was `t0`, rounded to the nearest ms: flooring would take ~0.5 ms off
+    every call, and so off every Σ of durations (the benchmarks' "waiting on the systems")."""
     return round((time.monotonic() - t0) * 1000)
 
 

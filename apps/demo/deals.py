@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import requests
 
-from apps.connectors.hubspot import signature_v3
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.hubspot.inbound import signature_v3
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.sandbox.credentials import DEFAULT_TOKENS
 
 ADJ = ["Northern", "Blue", "Summit", "Harbor", "Granite", "Silver", "Cedar", "Atlas", "Vertex", "Lumen", "Polar",

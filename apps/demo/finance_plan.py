@@ -11,7 +11,7 @@ from datetime import date, datetime, timezone as dt_tz
 from decimal import Decimal
 from typing import Callable
 
-from apps.connectors.salesforce import build_outbound_message
+from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.sync.models import InboundEvent, SyncRecord
 
 from .book_reference import EXPENSE_CODE as BOOK_EXPENSE_CODE, SERVICE_CODES

@@ -15,7 +15,7 @@ import uuid
 import requests
 from django.conf import settings
 
-from apps.connectors import standard_webhooks
+from apps.connectors.standard_webhooks.signature import signed_headers
 
 from .credentials import INBOUND_SECRETS
 from .faults import system_config
@@ -63,7 +63,7 @@ def deliver_callback(msg_id: str, *, system: str = "netsuite", url: str | None =
     body = json.dumps(obj.data["envelope"]).encode()
     out = []
     for _ in range(times):
-        headers = standard_webhooks.signed_headers(secret or cfg["secret"], msg_id, body, timestamp)
+        headers = signed_headers(secret or cfg["secret"], msg_id, body, timestamp)
         try:
             resp = requests.post(url or cfg["url"], data=body, headers=headers, timeout=10)
             status = resp.status_code

@@ -46,7 +46,7 @@ def resume(conn: Connection) -> None:
 
 def probe_open_circuits(now=None) -> dict[str, str]:
     """Close circuits whose cool-down has passed and whose system answers a cheap read again."""
-    from apps.connectors.registry import client_class
+    from apps.connectors.clients import CLIENTS
 
     now = now or timezone.now()
     out = {}
@@ -54,7 +54,7 @@ def probe_open_circuits(now=None) -> dict[str, str]:
         if conn.paused_at and (now - conn.paused_at).total_seconds() < conn.circuit_cooldown_seconds:
             continue
         try:
-            client_class(conn.kind)(conn).probe()
+            CLIENTS[conn.kind](conn).probe()
         except DownstreamError as exc:
             Connection.objects.filter(pk=conn.pk).update(paused_at=now)  # wait another cool-down
             out[conn.slug] = f"still failing: {exc.message}"

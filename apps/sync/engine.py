@@ -26,7 +26,7 @@ from django.utils import timezone
 from apps.canonical.models import ExternalId
 from apps.canonical.services import external_ids_link
 from apps.connectors.base import DownstreamError
-from apps.connectors.registry import client_class
+from apps.connectors.clients import CLIENTS
 from apps.core.logging import log_context
 
 from . import circuit
@@ -132,7 +132,7 @@ class StageContext:
     def client_for(self, connection: Connection):
         if connection.paused:  # e.g. the CRM an invoice's status goes to, known only once the stage runs
             raise ConnectionPaused(connection)
-        return client_class(connection.kind)(connection, self.recorder)
+        return CLIENTS[connection.kind](connection, self.recorder)
 
     def client_for_role(self, role: str):
         return self.client_for(self.batch.connection_for_role(role))

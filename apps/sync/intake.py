@@ -16,8 +16,12 @@ from django.conf import settings
 from django.db import connection as db, transaction
 from django.utils import timezone
 
-from apps.connectors import hubspot, salesforce
-from apps.connectors.inbound import EventSpec, Rejected
+from apps.connectors.callbacks import EventSpec, Rejected
+from apps.connectors.hubspot import inbound as hubspot_inbound
+from apps.connectors.kantata import inbound as kantata_inbound
+from apps.connectors.netsuite import inbound as netsuite_inbound
+from apps.connectors.salesforce import inbound as salesforce_inbound
+from apps.connectors.stripe import inbound as stripe_inbound
 from apps.core.logging import log_context
 
 from .models import Connection, InboundEvent, SyncRecord
@@ -64,65 +68,33 @@ def find_connection(slug: str) -> Connection | None:
     return Connection.objects.filter(slug=slug).first()
 
 
-def _decode(body: bytes, limit: int | None = None) -> tuple[str, bool]:
-    chunk = body if limit is None else body[:limit]
-    try:
-        return chunk.decode("utf-8"), True
-    except UnicodeDecodeError:
-        return chunk.decode("utf-8", errors="replace"), False
-
-
 def record_rejection(*, slug: str, conn: Connection | None, status: int, reason: str, body: bytes, headers) -> Reply:
-    text, _ = _decode(body, REJECTED_BODY_KEPT)
-    text = _pg_text(text)  # PostgreSQL text cannot hold NUL
+    text = _pg_text(body[:REJECTED_BODY_KEPT].decode("utf-8", errors="replace"))
     InboundEvent.objects.create(
         connection=conn, connection_slug=_pg_text(slug[:50]), status=InboundEvent.Status.REJECTED, verified=False,
         http_status=status, reason=reason[:2000], raw_body=text, headers=_kept_headers(headers),
     )
     if conn is not None and conn.kind == "salesforce":
-        return Reply(status, salesforce.soap_fault(reason), "text/xml; charset=utf-8")
+        return Reply(status, salesforce_inbound.soap_fault(reason), "text/xml; charset=utf-8")
     return Reply(status, json.dumps({"error": reason}))
 
 
-def _media_type(headers) -> str:
-    return (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+# connection kind → the module that verifies, checks and parses its callbacks (every refusal of that system):
+# verify_and_parse(conn, *, method, uris, body, headers) -> list[EventSpec], raising Rejected(4xx, why)
+INBOUND = {
+    "hubspot": hubspot_inbound,
+    "salesforce": salesforce_inbound,
+    "kantata": kantata_inbound,
+    "netsuite": netsuite_inbound,
+    "stripe": stripe_inbound,
+}
 
 
 def _verify_and_parse(conn: Connection, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
-    if conn.kind == "hubspot":
-        # verify first: an unsigned request learns nothing about what we accept
-        hubspot.verify(conn, method=method, uris=uris, body=body, headers=headers,
-                       max_age=settings.HANDOFF_SIGNATURE_MAX_AGE_SECONDS)
-        if _media_type(headers) != "application/json":
-            raise Rejected(415, "HubSpot webhooks must be sent as application/json")
-        text, ok = _decode(body)
-        if not ok:
-            raise Rejected(400, "the body is not valid UTF-8")
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise Rejected(400, f"malformed JSON: {str(exc)[:200]}")
-        return hubspot.parse_events(conn, data)
-    if conn.kind == "salesforce":
-        if _media_type(headers) not in ("text/xml", "application/soap+xml", "application/xml"):
-            raise Rejected(415, "Salesforce Outbound Messages must be sent as text/xml")
-        return salesforce.parse_notifications(conn, body)
-    module = INBOUND_MODULES.get(conn.kind)
-    if module is not None:
-        import importlib
-
-        return importlib.import_module(module).verify_and_parse(conn, method=method, uris=uris, body=body,
-                                                                headers=headers)
-    raise Rejected(404, f"connection {conn.slug!r} ({conn.get_kind_display()}) does not receive callbacks")
-
-
-# other systems' callbacks: module with verify_and_parse(conn, *, method, uris, body, headers) -> list[EventSpec],
-# which verifies the signature first and raises Rejected(4xx, why) for anything it refuses
-INBOUND_MODULES = {
-    "kantata": "apps.connectors.kantata_inbound",
-    "stripe": "apps.connectors.stripe_inbound",
-    "netsuite": "apps.connectors.netsuite_inbound",
-}
+    inbound = INBOUND.get(conn.kind)
+    if inbound is None:
+        raise Rejected(404, f"connection {conn.slug!r} ({conn.get_kind_display()}) does not receive callbacks")
+    return inbound.verify_and_parse(conn, method=method, uris=uris, body=body, headers=headers)
 
 
 INSERT_SQL = """
@@ -195,7 +167,7 @@ def _receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) -
         wake("inbox")
     if conn.kind == "salesforce":
         # Salesforce retries until it gets the Ack, so duplicates and ignored notifications are acked too
-        return Reply(200, salesforce.ACK, "text/xml; charset=utf-8")
+        return Reply(200, salesforce_inbound.ACK, "text/xml; charset=utf-8")
     status = 202 if counts["accepted"] else 200
     return Reply(status, json.dumps({"accepted": counts["accepted"], "duplicates": counts["duplicate"],
                                      "ignored": counts["ignored"]}))

@@ -12,7 +12,7 @@ import uuid
 
 import requests
 
-from apps.connectors.standard_webhooks import signed_headers
+from apps.connectors.standard_webhooks.signature import signed_headers
 
 from ..faults import error, json_response
 from ..http import iso

@@ -92,7 +92,7 @@ def import_lock():
 
 
 def stage_import(ctx) -> None:
-    from apps.connectors.anaplan import task_summary
+    from apps.connectors.anaplan.mapping import task_summary
     from apps.forecast.actuals import Window, csv_file
     from apps.forecast.models import ForecastRefresh
 

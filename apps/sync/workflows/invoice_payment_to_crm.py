@@ -4,8 +4,8 @@ and the days overdue are written to the CRM opportunity (HubSpot deal / Salesfor
 (HubSpot company / Salesforce Account) the engagement came from.
 
 Sources (one record per source object): Stripe events (`invoice:<in_…>`, `dispute:<dp_…>`, see
-apps/connectors/stripe_inbound.py) and NetSuite callbacks (`invoice:<id>`, `payment:<id>`, see
-apps/connectors/netsuite_inbound.py).
+apps/connectors/stripe/inbound.py) and NetSuite callbacks (`invoice:<id>`, `payment:<id>`, see
+apps/connectors/netsuite/inbound.py).
 
 Stages:
 - fetch: what the event does not carry is read from the source — a dispute's invoice (Stripe invoice payments by
@@ -36,6 +36,8 @@ from django.utils import timezone
 
 from apps.canonical.models import Customer, Engagement, ExternalId, Milestone
 from apps.canonical.services import object_by_external_id
+from apps.connectors.hubspot import mapping as hubspot_mapping
+from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.finance import invoicing
 from apps.finance.models import Invoice
 from apps.finance.money import to_decimal_or_none
@@ -48,7 +50,8 @@ OWNER_TEAM: dict[str, str] = {}
 DEFAULT_TEAM = "finance_ops"
 PRIORITY = 1  # money: invoices and payments outrank project set-up
 
-CRM_KINDS = ("hubspot", "salesforce")
+CRM_MAPPING = {"hubspot": hubspot_mapping, "salesforce": salesforce_mapping}  # what each CRM shows of an invoice
+CRM_KINDS = tuple(CRM_MAPPING)
 SOURCE_SYSTEM = {"stripe": "stripe", "netsuite": "netsuite"}
 FIX_FIELDS = ["engagement_code"]
 FIELD_LABELS = {"engagement_code": "engagement (code) this invoice belongs to"}
@@ -145,7 +148,8 @@ def summary(payload: dict) -> dict:
 
 def stage_fetch(ctx) -> None:
     """Read from the source what the event does not carry (read-only, so it may run any number of times)."""
-    from apps.connectors import netsuite_inbound, stripe_inbound
+    from apps.connectors.netsuite import mapping as netsuite_mapping
+    from apps.connectors.stripe import mapping as stripe_mapping
 
     p = ctx.payload
     fetch = p.get("fetch") or ""
@@ -162,12 +166,12 @@ def stage_fetch(ctx) -> None:
                 p["invoices"] = []
                 return
             inv = client.retrieve_invoice(invoice_id)
-            p["invoices"] = [stripe_inbound.invoice_view(inv, "disputed")]
+            p["invoices"] = [stripe_mapping.invoice_view(inv, "disputed")]
         elif fetch == "payments":
             view = p["invoices"][0]
             p["payments"] = [{
                 "id": (ip.get("payment") or {}).get("payment_intent") or ip["id"], "invoice_id": view["id"],
-                "amount": stripe_inbound.money(ip.get("amount_paid"), view["currency"]),
+                "amount": stripe_mapping.money(ip.get("amount_paid"), view["currency"]),
                 "currency": view["currency"], "status": "succeeded" if ip.get("status") == "paid" else "failed",
                 "received_at": invoicing.utc_text(invoicing.parse_time(
                     (ip.get("status_transitions") or {}).get("paid_at") or ip.get("created"))),
@@ -177,7 +181,7 @@ def stage_fetch(ctx) -> None:
             for invoice_id in dict.fromkeys(x["invoice_id"] for x in p.get("payments") or []):
                 rec = client.request("GET", f"/services/rest/record/v1/invoice/{invoice_id}",
                                      summary=f"get invoice {invoice_id}").json()
-                view = netsuite_inbound.invoice_view(rec)
+                view = netsuite_mapping.invoice_view(rec)
                 at = invoicing.parse_time(rec.get("lastModifiedDate"))
                 view["state_at"] = invoicing.utc_text(at) if at else p.get("state_at", "")
                 views.append(view)
@@ -258,29 +262,12 @@ def crm_values(invoice_ids: list[int], today: date) -> dict:
             inv = eng[link.object_id]
             st = invoicing.standing(_views(Q(engagement_id=link.object_id)), today)
             currency = inv.engagement.currency
-            own = st.open_amounts.get(currency, Decimal("0.00"))
-            if link.system == "hubspot":
-                props = {"handoff_invoice_number": inv.number, "handoff_invoice_status": inv.status,
-                         "handoff_open_amount": str(own), "handoff_open_amount_currency": currency,
-                         "handoff_days_overdue": str(st.max_days_overdue),
-                         "handoff_payment_status": st.payment_status}
-            else:
-                props = {"Invoice_Number__c": inv.number, "Invoice_Status__c": inv.status,
-                         "Open_Amount__c": str(own), "Days_Overdue__c": st.max_days_overdue,
-                         "Payment_Status__c": st.payment_status}
+            props = CRM_MAPPING[link.system].opportunity_invoice(inv, st, currency)
         else:
             inv = cust[link.object_id]
             st = invoicing.standing(_views(Q(customer_id=link.object_id)), today)
             currency = inv.customer.currency or inv.currency
-            if link.system == "hubspot":
-                props = {"handoff_open_amount": st.open_amount_text(currency),
-                         "handoff_days_overdue": str(st.max_days_overdue),
-                         "handoff_payment_status": st.payment_status, "handoff_open_invoices": str(st.open_invoices)}
-            else:
-                props = {"Open_Invoice_Amount__c": str(st.open_amounts.get(currency, Decimal("0.00"))),
-                         "Open_Invoice_Amounts__c": st.open_amount_text(currency),
-                         "Days_Overdue__c": st.max_days_overdue, "Payment_Status__c": st.payment_status,
-                         "Open_Invoices__c": st.open_invoices}
+            props = CRM_MAPPING[link.system].account_standing(st, currency)
         out[(link.system, link.object_type, link.external_id)] = props
     return out
 

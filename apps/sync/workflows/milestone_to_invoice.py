@@ -1,5 +1,5 @@
 """Milestone to invoice: a milestone completed in the PSA (Kantata story.completed, apps/connectors/
-kantata_milestones.py) is checked for invoice readiness, invoiced in the ERP (NetSuite) or in Stripe (when the
+kantata/inbound.py) is checked for invoice readiness, invoiced in the ERP (NetSuite) or in Stripe (when the
 engagement bills there), and the invoice's id and number are recorded on the canonical Invoice (one per milestone).
 
 Stages:
@@ -173,7 +173,7 @@ def stage_erp_invoice(ctx) -> None:
     """NetSuite invoice, upserted by the milestone's external id, then read back for its number and state."""
     if ctx.context.get("channel") != Engagement.BillingChannel.ERP:
         return
-    from apps.connectors.netsuite_inbound import invoice_view
+    from apps.connectors.netsuite.mapping import invoice_view
 
     ms, e, customer = _objects(ctx)
     c = ctx.context
@@ -210,7 +210,7 @@ def stage_billing_invoice(ctx) -> None:
     """Stripe invoice: customer found or created, then draft → line → finalize, each step once."""
     if ctx.context.get("channel") != Engagement.BillingChannel.STRIPE:
         return
-    from apps.connectors.stripe_inbound import STRIPE_STATUS, invoice_view
+    from apps.connectors.stripe.mapping import STRIPE_STATUS, invoice_view
 
     ms, e, customer = _objects(ctx)
     c = ctx.context

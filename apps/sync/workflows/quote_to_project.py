@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 
 from apps.canonical.models import CURRENCIES, Customer, Engagement, LegalEntity, PaymentTerms
 from apps.canonical import services as canonical
+from apps.connectors.hubspot import mapping as hubspot_mapping
+from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.core.dates import parse_date
 
 from .base import Hold, Problem, Refusal, Stage, Workflow, register
@@ -170,15 +172,13 @@ def stage_fetch(ctx) -> None:
     """HubSpot webhooks carry only ids: fetch the deal and its company through the CRM v3 API."""
     if ctx.source.kind != "hubspot" or ctx.context.get("fetched"):
         return
-    from apps.connectors.hubspot import canonical_from_deal, deal_company_id
-
     client = ctx.client_for(ctx.source)
     deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.split(":", 1)[1]
     with DEAL_GONE.as_hold(deal_id=deal_id):
         deal = client.get_deal(deal_id)
-    company_id = deal_company_id(deal)
+    company_id = hubspot_mapping.deal_company_id(deal)
     company = client.get_company(company_id) if company_id else None
-    canonical_payload = canonical_from_deal(deal, company)
+    canonical_payload = hubspot_mapping.canonical_from_deal(deal, company)
     canonical_payload["deal_id"] = deal_id
     ctx.payload.clear()
     ctx.payload.update(canonical_payload)
@@ -292,15 +292,9 @@ def stage_crm_writeback(ctx) -> None:
     c = ctx.context
     with CRM_REFUSAL.as_hold():
         if ctx.source.kind == "hubspot":
-            client.update_deal(ctx.payload["opportunity_id"], {
-                "handoff_erp_customer_id": c["erp_customer_id"], "handoff_psa_project_id": c["psa_project_id"],
-                "handoff_erp_project_id": c["erp_project_id"], "handoff_engagement_code": c["engagement_code"],
-                "handoff_status": "project created"})
+            client.update_deal(ctx.payload["opportunity_id"], hubspot_mapping.opportunity_project_ids(c))
         else:
-            client.update_opportunity(ctx.payload["opportunity_id"], {
-                "ERP_Customer_Id__c": c["erp_customer_id"], "PSA_Project_Id__c": c["psa_project_id"],
-                "ERP_Project_Id__c": c["erp_project_id"], "Engagement_Code__c": c["engagement_code"],
-                "Handoff_Status__c": "project created"})
+            client.update_opportunity(ctx.payload["opportunity_id"], salesforce_mapping.opportunity_project_ids(c))
 
 
 def on_hold(ctx, problems) -> None:
@@ -311,9 +305,9 @@ def on_hold(ctx, problems) -> None:
     status = f"held: {problems[0].reason.replace('_', ' ')}"[:255]
     client = ctx.client_for(ctx.source)
     if ctx.source.kind == "hubspot":
-        client.update_deal(opp_id, {"handoff_status": status})
+        client.update_deal(opp_id, hubspot_mapping.opportunity_status(status))
     elif ctx.source.kind == "salesforce":
-        client.update_opportunity(opp_id, {"Handoff_Status__c": status})
+        client.update_opportunity(opp_id, salesforce_mapping.opportunity_status(status))
 
 
 WORKFLOW = register(Workflow(

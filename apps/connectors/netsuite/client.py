@@ -7,7 +7,7 @@ record's URL in the Location header, and reports errors as RFC 9457 problem deta
 
 from __future__ import annotations
 
-from .base import BaseClient, DownstreamError, safe_json
+from apps.connectors.base import BaseClient, DownstreamError, safe_json
 
 RECORD = "/services/rest/record/v1"
 

@@ -1,25 +1,26 @@
-"""Salesforce: Outbound Messages in (SOAP, checked against the org id, answered with the documented Ack),
-REST API out (PATCH /services/data/vXX.X/sobjects/Opportunity/<id> for the write-back).
+"""Salesforce Outbound Messages (SOAP): checked against the org id, parsed, answered with the documented Ack —
+every refusal of a Salesforce callback is made in this file.
 
-An Outbound Message carries only the Opportunity's own fields; the Account's are sent as formula fields on the
-Opportunity (Account_Name__c, Account_Tax_Id__c, Account_Country__c), which is how orgs usually expose them.
 Salesforce does not sign Outbound Messages: the organization id must match the connection's, and a deployment
-should also restrict the endpoint to Salesforce's IP ranges or use its client certificate.
+should also restrict the endpoint to Salesforce's IP ranges or use its client certificate. An Outbound Message
+carries only the sObject's own fields; mapping.py turns them into the canonical payloads. Salesforce retries a
+message until it gets the Ack, and reads a refusal as a SOAP fault.
 """
 
 from __future__ import annotations
 
+from xml.sax.saxutils import escape
+
 from defusedxml import ElementTree as DET
 from defusedxml.common import DefusedXmlException
 
-from .base import BaseClient, safe_json
-from .inbound import EventSpec, Rejected
+from apps.connectors.callbacks import EventSpec, Rejected, media_type
+
+from .mapping import SF_NS, XSI_NS, canonical_from_amendment, canonical_from_sobject, field_text
 
 OM_NS = "http://soap.sforce.com/2005/09/outbound"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
-SF_NS = "urn:sobject.enterprise.soap.sforce.com"
-XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
-API_VERSION = "v62.0"
+XML_MEDIA_TYPES = ("text/xml", "application/soap+xml", "application/xml")
 
 ACK = (
     '<?xml version="1.0" encoding="UTF-8"?>'
@@ -30,21 +31,12 @@ ACK = (
 
 
 def soap_fault(message: str) -> str:
-    from xml.sax.saxutils import escape
-
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         f'<soapenv:Envelope xmlns:soapenv="{SOAP_NS}"><soapenv:Body><soapenv:Fault>'
         f"<faultcode>soapenv:Client</faultcode><faultstring>{escape(message)}</faultstring>"
         "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
     )
-
-
-def _text(el, name):
-    child = el.find(f"{{{SF_NS}}}{name}")
-    if child is None or child.get(f"{{{XSI_NS}}}nil") == "true":
-        return ""
-    return (child.text or "").strip()
 
 
 def parse_notifications(connection, body: bytes) -> list[EventSpec]:
@@ -73,15 +65,15 @@ def parse_notifications(connection, body: bytes) -> list[EventSpec]:
             raise Rejected(400, "a <Notification> lacks its <Id> or <sObject>")
         sotype = (so.get(f"{{{XSI_NS}}}type") or "").split(":")[-1]
         spec = EventSpec(event_id=nid[:200], event_type=f"outbound_message:{sotype}"[:100],
-                         body={"sObject": sotype, "Id": _text(so, "Id")})
+                         body={"sObject": sotype, "Id": field_text(so, "Id")})
         if sotype == "Contract_Amendment__c":
             _amendment_notification(so, spec)
         elif sotype != "Opportunity":
             spec.ignored = f"no workflow acts on {sotype} outbound messages"
-        elif _text(so, "StageName") not in won_stages and _text(so, "IsWon").lower() != "true":
-            spec.ignored = f"stage {_text(so, 'StageName')!r} is not closed-won"
+        elif field_text(so, "StageName") not in won_stages and field_text(so, "IsWon").lower() != "true":
+            spec.ignored = f"stage {field_text(so, 'StageName')!r} is not closed-won"
         else:
-            opp_id = _text(so, "Id")
+            opp_id = field_text(so, "Id")
             if not opp_id:
                 raise Rejected(400, "the Opportunity has no Id")
             spec.workflow = "quote_to_project"
@@ -99,11 +91,11 @@ def parse_notifications(connection, body: bytes) -> list[EventSpec]:
 
 def _amendment_notification(so, spec: EventSpec) -> None:
     """An approved Contract_Amendment__c starts a change order, one record per amendment."""
-    status = _text(so, "Status__c")
+    status = field_text(so, "Status__c")
     if status.lower() != "approved":
         spec.ignored = f"amendment status {status!r} is not Approved"
         return
-    amendment_id = _text(so, "Id")
+    amendment_id = field_text(so, "Id")
     if not amendment_id:
         raise Rejected(400, "the Contract_Amendment__c has no Id")
     spec.workflow = "change_order"
@@ -112,54 +104,15 @@ def _amendment_notification(so, spec: EventSpec) -> None:
     spec.title = f"Change order {amendment_id}"
 
 
-def canonical_from_amendment(so) -> dict:
-    modified = _text(so, "SystemModstamp") or _text(so, "LastModifiedDate")
-    return {
-        "amendment_id": _text(so, "Id"),
-        "opportunity_id": _text(so, "Opportunity__c"),
-        "amended_amount": _text(so, "New_Contract_Value__c"),
-        "amended_start_date": _text(so, "New_Start_Date__c")[:10],
-        "amended_end_date": _text(so, "New_End_Date__c")[:10],
-        "amended_rate_card": _text(so, "Rate_Card__c"),
-        "amended_billing_schedule": _text(so, "Billing_Schedule__c"),
-        # orders versions of the same amendment, and amendments of one engagement (the newest applied wins)
-        "approved_at": modified,
-        "source_modified_at": modified,
-    }
-
-
-def canonical_from_sobject(so) -> dict:
-    return {
-        "opportunity_id": _text(so, "Id"),
-        # orders deliveries of the same opportunity: an older notification never overwrites a newer one
-        "source_modified_at": _text(so, "SystemModstamp") or _text(so, "LastModifiedDate"),
-        "opportunity_name": _text(so, "Name"),
-        "amount": _text(so, "Amount"),
-        "currency": _text(so, "CurrencyIsoCode").upper(),
-        "close_date": _text(so, "CloseDate")[:10],
-        "contract_type": _text(so, "Contract_Type__c"),
-        "start_date": _text(so, "Start_Date__c")[:10],
-        "end_date": _text(so, "End_Date__c")[:10],
-        "service_line": _text(so, "Service_Line__c"),
-        "project_template": _text(so, "Project_Template__c"),
-        "billing_schedule": _text(so, "Billing_Schedule__c"),
-        "billing_terms": _text(so, "Billing_Terms__c"),
-        "legal_entity": _text(so, "Legal_Entity__c"),
-        "account": {
-            "id": _text(so, "AccountId"),
-            "name": _text(so, "Account_Name__c"),
-            "tax_id": _text(so, "Account_Tax_Id__c"),
-            "country": _text(so, "Account_Country__c").upper()[:2],
-            "parent_id": _text(so, "Account_Parent_Id__c"),
-        },
-    }
+def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
+    if media_type(headers) not in XML_MEDIA_TYPES:
+        raise Rejected(415, "Salesforce Outbound Messages must be sent as text/xml")
+    return parse_notifications(conn, body)
 
 
 def build_outbound_message(*, org_id: str, notifications: list[tuple[str, dict]], action_id: str = "04k000000000001",
                            sobject_type: str = "Opportunity") -> bytes:
     """An Outbound Message as Salesforce sends it (used by the sandbox CRM and the tests)."""
-    from xml.sax.saxutils import escape
-
     parts = []
     for nid, fields in notifications:
         fx = "".join(f"<sf:{k}>{escape(str(v))}</sf:{k}>" for k, v in fields.items())
@@ -176,22 +129,3 @@ def build_outbound_message(*, org_id: str, notifications: list[tuple[str, dict]]
     ).encode()
 
 
-class SalesforceClient(BaseClient):
-    system = "salesforce"
-
-    def error_detail(self, response):
-        body = safe_json(response)
-        if isinstance(body, list) and body and isinstance(body[0], dict):
-            e = body[0]
-            fields = e.get("fields") or []
-            return (e.get("message", ""), fields[0] if fields else "", e.get("errorCode", ""))
-        return (response.text[:300], "", "")
-
-    def probe(self) -> None:
-        self.request("GET", f"/services/data/{API_VERSION}/limits", summary="probe")
-
-    def update_opportunity(self, opp_id: str, fields: dict) -> None:
-        self.request("PATCH", f"/services/data/{API_VERSION}/sobjects/Opportunity/{opp_id}", json_body=fields)
-
-    def update_account(self, account_id: str, fields: dict) -> None:
-        self.request("PATCH", f"/services/data/{API_VERSION}/sobjects/Account/{account_id}", json_body=fields)

@@ -8,7 +8,8 @@ Webhooks specification:
   `webhook-signature` (space-separated `v1,<base64 signature>` entries, several during a key rotation);
 - signature = base64(HMAC-SHA256(secret, "<webhook-id>.<webhook-timestamp>.<raw body>")); a secret written
   `whsec_<base64>` is base64-decoded first;
-- a timestamp more than 5 minutes away from now is refused (replay protection).
+- a timestamp more than 5 minutes away from now is refused (replay protection);
+- the body is the specification's JSON envelope `{"type": …, "timestamp": …, "data": {…}}`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import hashlib
 import hmac
 import time
 
-from .inbound import Rejected
+from django.conf import settings
+
+from apps.connectors.callbacks import Rejected, json_body
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
@@ -63,3 +66,16 @@ def verify(secret: str, *, headers, body: bytes, max_age: int, who: str) -> str:
         if hmac.compare_digest(candidate.strip().encode("utf-8", "replace"), expected):
             return msg_id
     raise Rejected(401, f"{who}: bad signature: webhook-signature does not match the body")
+
+
+def verified_message(conn, *, headers, body: bytes, who: str, what: str) -> tuple[str, dict]:
+    """(webhook-id, envelope) of a message signed with the connection's secret, or Rejected(4xx, why).
+
+    `who` names the system in the refusals ("Kantata"), `what` one of its messages ("a Kantata event")."""
+    msg_id = verify(conn.inbound_secret, headers=headers, body=body,
+                    max_age=settings.HANDOFF_SIGNATURE_MAX_AGE_SECONDS, who=who)
+    envelope = json_body(body, headers, f"{who} callbacks")
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str) \
+            or not isinstance(envelope.get("data"), dict):
+        raise Rejected(400, f'{what} must be an object with a "type" string and a "data" object')
+    return msg_id, envelope

@@ -23,7 +23,9 @@ from django.conf import settings
 from stripe import StripeError
 from stripe._http_client import RequestsClient
 
-from .base import DownstreamError, NullRecorder, elapsed_ms, http_session, parse_retry_after
+from apps.connectors.base import DownstreamError, NullRecorder, elapsed_ms, http_session, parse_retry_after
+
+from .mapping import to_minor
 
 log = logging.getLogger("handoff.http")
 
@@ -60,12 +62,6 @@ class RecordingHTTPClient(RequestsClient):
         log.info("%s %s %s -> %s in %d ms", self.system, method.upper(), path, status, ms, extra={
             "system": self.system, "http_method": method.upper(), "path": path, "status": status, "duration_ms": ms})
         return content, status, rheaders
-
-
-def _minor(amount, currency: str) -> int:
-    from apps.finance.money import exponent
-
-    return int(amount.scaleb(exponent(currency)).to_integral_value())
 
 
 class StripeClient:
@@ -198,7 +194,7 @@ class StripeClient:
         if not context.get("stripe_item_id"):
             item = self.create_invoice_item({
                 "customer": customer_id, "invoice": invoice_id, "currency": currency.lower(),
-                "amount": _minor(amount, currency), "description": description[:500], "metadata": metadata,
+                "amount": to_minor(amount, currency), "description": description[:500], "metadata": metadata,
             }, idempotency_key=f"{key}-item")
             context["stripe_item_id"] = item["id"]
         inv = self.retrieve_invoice(invoice_id)

@@ -1,9 +1,11 @@
-"""HubSpot: webhooks v3 in (signed with X-HubSpot-Signature-v3), CRM v3 objects API out.
+"""HubSpot webhooks v3: verified with X-HubSpot-Signature-v3, checked, parsed. Every refusal of a HubSpot
+callback is made here (the JSON checks by the shared apps/connectors/callbacks.json_body).
 
-Webhook signature v3 (HubSpot docs, "Validating requests"): base64(HMAC-SHA256(client secret,
+Signature v3 (HubSpot docs, "Validating requests"): base64(HMAC-SHA256(client secret,
 method + URI + body + timestamp)), where the timestamp is X-HubSpot-Request-Timestamp in milliseconds, and a
-request older than 5 minutes is rejected. A webhook body is a JSON array of events; a deal-stage event carries
-only ids (`objectId`), so the workflow fetches the deal and its company through the CRM v3 API.
+request older than HANDOFF_SIGNATURE_MAX_AGE_SECONDS (5 minutes) is refused. A webhook body is a JSON array of at
+most 100 events; a deal-stage event carries only ids (`objectId`), so the workflow fetches the deal and its
+company through the CRM v3 API (client.py).
 """
 
 from __future__ import annotations
@@ -12,17 +14,11 @@ import base64
 import hashlib
 import hmac
 import time
+from datetime import datetime, timezone
 
-from .base import BaseClient, safe_json
-from .inbound import EventSpec, Rejected
+from django.conf import settings
 
-DEAL_PROPERTIES = [
-    "dealname", "amount", "deal_currency_code", "closedate", "dealstage", "pipeline",
-    "legal_entity", "billing_terms", "service_line", "project_template", "contract_type",
-    "start_date", "end_date", "billing_schedule",
-    "handoff_erp_customer_id", "handoff_psa_project_id", "handoff_erp_project_id",
-]
-COMPANY_PROPERTIES = ["name", "domain", "country", "tax_id", "hs_parent_company_id"]
+from apps.connectors.callbacks import EventSpec, Rejected, json_body
 
 
 def signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
@@ -59,8 +55,6 @@ def verify(connection, *, method: str, uris: list[str], body: bytes, headers, ma
 
 def _iso_ms(value) -> str:
     """HubSpot's occurredAt (epoch ms) as a sortable UTC timestamp; "" when absent or invalid."""
-    from datetime import datetime, timezone
-
     try:
         return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     except (TypeError, ValueError, OverflowError, OSError):
@@ -122,67 +116,7 @@ def _amendment_event(connection, ev: dict, i: int, spec: EventSpec) -> None:
     spec.title = f"Change order on HubSpot deal {ev['objectId']}"
 
 
-class HubSpotClient(BaseClient):
-    system = "hubspot"
-
-    def error_detail(self, response):
-        body = safe_json(response) or {}
-        if isinstance(body, dict):
-            return (body.get("message") or response.text[:300], "", body.get("category", ""))
-        return (response.text[:300], "", "")
-
-    def get_deal(self, deal_id: str) -> dict:
-        r = self.request("GET", f"/crm/v3/objects/deals/{deal_id}",
-                         params={"properties": ",".join(DEAL_PROPERTIES), "associations": "companies"},
-                         summary=f"fetch deal {deal_id}")
-        return r.json()
-
-    def get_company(self, company_id: str) -> dict:
-        r = self.request("GET", f"/crm/v3/objects/companies/{company_id}",
-                         params={"properties": ",".join(COMPANY_PROPERTIES)}, summary=f"fetch company {company_id}")
-        return r.json()
-
-    def probe(self) -> None:
-        """A cheap authenticated read, used to close an open circuit."""
-        self.request("GET", "/crm/v3/objects/deals", params={"limit": 1}, summary="probe")
-
-    def update_deal(self, deal_id: str, properties: dict) -> dict:
-        r = self.request("PATCH", f"/crm/v3/objects/deals/{deal_id}", json_body={"properties": properties})
-        return r.json()
-
-    def update_company(self, company_id: str, properties: dict) -> dict:
-        r = self.request("PATCH", f"/crm/v3/objects/companies/{company_id}", json_body={"properties": properties})
-        return r.json()
-
-
-def canonical_from_deal(deal: dict, company: dict | None) -> dict:
-    """Map HubSpot's deal + company into the canonical opportunity payload."""
-    p = deal.get("properties") or {}
-    c = (company or {}).get("properties") or {}
-    return {
-        "opportunity_id": str(deal.get("id", "")),
-        "opportunity_name": p.get("dealname") or "",
-        "amount": p.get("amount") or "",
-        "currency": (p.get("deal_currency_code") or "").upper(),
-        "close_date": (p.get("closedate") or "")[:10],
-        "contract_type": p.get("contract_type") or "",
-        "start_date": (p.get("start_date") or "")[:10],
-        "end_date": (p.get("end_date") or "")[:10],
-        "service_line": p.get("service_line") or "",
-        "project_template": p.get("project_template") or "",
-        "billing_schedule": p.get("billing_schedule") or "",
-        "billing_terms": p.get("billing_terms") or "",
-        "legal_entity": p.get("legal_entity") or "",
-        "account": {
-            "id": str((company or {}).get("id", "")),
-            "name": c.get("name") or "",
-            "tax_id": c.get("tax_id") or "",
-            "country": (c.get("country") or "").upper()[:2],
-            "parent_id": c.get("hs_parent_company_id") or "",
-        },
-    }
-
-
-def deal_company_id(deal: dict) -> str | None:
-    results = (((deal.get("associations") or {}).get("companies") or {}).get("results")) or []
-    return str(results[0]["id"]) if results else None
+def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
+    verify(conn, method=method, uris=uris, body=body, headers=headers,
+           max_age=settings.HANDOFF_SIGNATURE_MAX_AGE_SECONDS)
+    return parse_events(conn, json_body(body, headers, "HubSpot webhooks"))

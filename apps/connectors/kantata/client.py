@@ -8,7 +8,7 @@ Validation errors come back as 422 `{"errors": [{"type": "validation", "message"
 
 from __future__ import annotations
 
-from .base import BaseClient, safe_json
+from apps.connectors.base import BaseClient, safe_json
 
 
 class KantataClient(BaseClient):

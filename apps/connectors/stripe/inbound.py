@@ -1,5 +1,6 @@
 """Stripe webhooks: verified with `Stripe-Signature` exactly as Stripe documents it, then turned into records of
-invoice-payment-to-CRM.
+invoice-payment-to-CRM. Every refusal of a Stripe callback is made here (the JSON checks by the shared
+apps/connectors/callbacks.json_body).
 
 Verification (stripe.WebhookSignature.verify_header, the official library's check): the header is
 `t=<unix seconds>,v1=<hex>[,v1=<hex>…]` (several v1 signatures during a secret roll; any one may match),
@@ -18,14 +19,12 @@ rank (apps/finance/invoicing.py), so a newer state re-runs an already-written in
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import stripe
 
+from apps.connectors.callbacks import EventSpec, Rejected, json_body
 from apps.finance.invoicing import parse_time, state_version, utc_text
-from apps.finance.money import exponent
 
-from .inbound import EventSpec, Rejected, json_body
+from .mapping import STRIPE_STATUS, invoice_view, money, unix_date
 
 TOLERANCE_SECONDS = 300
 INVOICE_EVENTS = {
@@ -35,7 +34,6 @@ INVOICE_EVENTS = {
     "invoice.voided": "void",
     "invoice.marked_uncollectible": "uncollectible",
 }
-STRIPE_STATUS = {"draft": "draft", "open": "open", "paid": "paid", "void": "void", "uncollectible": "uncollectible"}
 
 
 def _verify(conn, body: bytes, headers) -> str:
@@ -59,48 +57,6 @@ def _verify(conn, body: bytes, headers) -> str:
             raise Rejected(401, "Stripe: malformed Stripe-Signature header (expected t=<timestamp>,v1=<signature>)")
         raise Rejected(401, "Stripe: bad signature: no v1 signature in Stripe-Signature matches the body")
     return text
-
-
-def _scale(value: int, currency: str) -> Decimal:
-    return Decimal(value).scaleb(-exponent(currency))
-
-
-def money(value, currency: str) -> str:
-    """Stripe's integer minor units → decimal text in the currency ("" when absent)."""
-    if value is None or isinstance(value, bool):
-        return ""
-    try:
-        return str(_scale(int(value), currency or "usd"))
-    except (TypeError, ValueError):
-        return ""
-
-
-def _date(unix) -> str:
-    dt = parse_time(unix) if unix not in (None, "") else None
-    return dt.date().isoformat() if dt else ""
-
-
-def invoice_view(obj: dict, status: str) -> dict:
-    """The canonical view of a Stripe invoice object, with the status Handoff gives it."""
-    cur = str(obj.get("currency") or "").upper()
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    transitions = obj.get("status_transitions") if isinstance(obj.get("status_transitions"), dict) else {}
-    return {
-        "id": str(obj.get("id") or ""),
-        "number": str(obj.get("number") or ""),
-        "status": status,
-        "currency": cur,
-        "total": money(obj.get("total"), cur),
-        "amount_paid": money(obj.get("amount_paid"), cur),
-        "amount_due": money(obj.get("amount_remaining"), cur),
-        "due_on": _date(obj.get("due_date")),
-        "issued_on": _date(transitions.get("finalized_at") or obj.get("created")),
-        "paid_at": utc_text(parse_time(transitions["paid_at"])) if transitions.get("paid_at") else "",
-        "customer_ref": str(obj.get("customer") or ""),
-        "customer_key": str(meta.get("handoff_customer_key") or ""),
-        "milestone_ref": str(meta.get("handoff_milestone") or ""),
-        "engagement_ref": str(meta.get("handoff_engagement") or ""),
-    }
 
 
 def parse_event(conn, event) -> EventSpec:
@@ -136,7 +92,7 @@ def parse_event(conn, event) -> EventSpec:
         dispute = {"id": str(obj["id"]), "charge": str(obj.get("charge") or ""),
                    "payment_intent": str(obj.get("payment_intent") or ""), "amount": money(obj.get("amount"), cur),
                    "currency": cur, "reason": str(obj.get("reason") or ""), "status": str(obj.get("status") or ""),
-                   "due_by": _date((obj.get("evidence_details") or {}).get("due_by"))}
+                   "due_by": unix_date((obj.get("evidence_details") or {}).get("due_by"))}
         spec.workflow = "invoice_payment_to_crm"
         spec.source_key = f"dispute:{dispute['id'][:150]}"
         spec.title = f"Stripe dispute {dispute['id']} ({dispute['amount']} {cur}, {dispute['reason'] or 'no reason'})"
@@ -151,5 +107,5 @@ def parse_event(conn, event) -> EventSpec:
 
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
     _verify(conn, body, headers)
-    event = json_body(body, headers, "Stripe")
+    event = json_body(body, headers, "Stripe callbacks")
     return [parse_event(conn, event)]

@@ -18,14 +18,14 @@ setting is absent the sandbox model's id is used, so the demo works without conf
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 import requests
 from django.conf import settings as django_settings
 
-from .base import BaseClient, DownstreamError, elapsed_ms, http_session, log, parse_retry_after, safe_json
+from apps.connectors.base import (BaseClient, DownstreamError, elapsed_ms, http_session, log, parse_retry_after,
+                                  safe_json)
 
 # the sandbox model's ids (apps/sandbox/anaplan_api.py serves them): the defaults when a setting is absent
 DEFAULT_SETTINGS = {
@@ -146,28 +146,3 @@ class AnaplanClient(BaseClient):
 
     def probe(self) -> None:
         self.request("GET", f"{self.model_path}/files", summary="probe")
-
-
-def task_summary(task: dict) -> dict:
-    """What a finished import task says, in one shape: ok, rows (ok/failed/total), messages."""
-    result = task.get("result") or {}
-    details = result.get("details") or []
-    messages = [str(d.get("localMessageText", "")).strip() for d in details if d.get("localMessageText")]
-    counts = {}
-    for d in details:
-        values = d.get("values") or []
-        counts.update({str(values[i]): values[i + 1] for i in range(0, len(values) - 1, 2)})
-
-    def count(name):
-        try:
-            return int(counts.get(name))
-        except (TypeError, ValueError):
-            return None
-
-    failed = count("failedCount") or 0
-    ok = (task.get("taskState") == "COMPLETE" and bool(result.get("successful")) and failed == 0
-          and not result.get("failureDumpAvailable"))
-    return {"ok": ok, "state": task.get("taskState", ""), "step": task.get("currentStep", ""),
-            "rows_ok": count("successRowCount"), "rows_failed": failed, "rows_total": count("totalRowCount"),
-            "messages": messages, "dump_available": bool(result.get("failureDumpAvailable")),
-            "raw": json.loads(json.dumps(result, default=str))}

@@ -1,0 +1,56 @@
+"""What every system's `inbound.py` shares: the refusal, the parsed event, and the JSON body checks.
+
+Each `apps/connectors/<system>/inbound.py` exposes `verify_and_parse(conn, *, method, uris, body, headers)
+-> list[EventSpec]`: it verifies the signature first (an unsigned request learns nothing about what we accept),
+then checks and parses the body, and raises `Rejected(4xx, why)` for anything it refuses. The body's size is
+checked once, by the intake, before any of them runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+class Rejected(Exception):
+    """A callback refused with a 4xx status and a reason the sender (and the admin) can read."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class EventSpec:
+    """One verified event parsed from a callback: what to store, and which record (if any) it starts."""
+
+    event_id: str
+    event_type: str
+    body: object
+    workflow: str = ""
+    source_key: str = ""
+    title: str = ""
+    payload: dict = field(default_factory=dict)
+    ignored: str = ""  # why no workflow acts on it (stored, answered 2xx, not an error)
+
+
+def media_type(headers) -> str:
+    """The Content-Type without its parameters, lower case ("" when absent)."""
+    return (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def json_body(body: bytes, headers, what: str):
+    """The parsed JSON of a callback, or Rejected(415/400) saying what is wrong with it.
+
+    `what` names the messages in the 415 reason, e.g. "HubSpot webhooks", "Kantata callbacks"."""
+    if media_type(headers) != "application/json":
+        raise Rejected(415, f"{what} must be sent as application/json")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(400, "the body is not valid UTF-8")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(400, f"malformed JSON: {str(exc)[:200]}")
