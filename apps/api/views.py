@@ -11,7 +11,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
-from apps.sync import intake
+from apps.sync import intake, refusals
 from apps.sync.models import InboundEvent, SyncRecord
 
 
@@ -38,6 +38,8 @@ CALLBACK_REFUSALS = {
     404: "Unknown connection, or one that receives no callbacks (Anaplan)",
     413: "Body over HANDOFF_MAX_CALLBACK_BYTES",
     415: "Wrong content type (HubSpot, Kantata, NetSuite, Stripe: application/json; Salesforce: text/xml)",
+    429: "Too many refused callbacks from this address (HANDOFF_CALLBACK_REFUSAL_LIMIT per window): refused, and "
+         "not stored, for the seconds the Retry-After header gives",
 }
 # the signature headers, per sending system (all optional in the schema: which ones apply depends on the connection)
 CALLBACK_HEADERS = [
@@ -114,13 +116,17 @@ class CallbackView(APIView):
     JSON callbacks are answered 202 when new events were stored, 200 when every event was a redelivery or
     ignored. Every refusal is a 4xx with the reason, and is stored for the integration admin: 401 bad, missing or
     stale signature, no signing secret configured, or wrong org; 400 malformed JSON/XML or a missing field; 403
-    disabled connection; 404 unknown connection; 413 oversize body; 415 wrong content type. Processing happens
-    in background jobs.
+    disabled connection; 404 unknown connection; 413 oversize body; 415 wrong content type; 400 with a
+    `correlation_id` for an unexpected error (logged with its traceback). Past a number of refusals from one
+    address in a minute, refusals are answered 429 with Retry-After and no longer stored. Of a request that did
+    not prove its sender (unknown connection, bad signature, …) only the first 2 KB are stored. Processing
+    happens in background jobs.
     """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [RawParser]
+    input_guard_exempt = True  # reads the raw bytes itself and stores every refusal (apps/core/inputs.py)
 
     @extend_schema(
         operation_id="callback_receive",
@@ -158,25 +164,22 @@ class CallbackView(APIView):
         tags=["callbacks"],
     )
     def post(self, request, connection: str):
-        raw = request._request
-        length = int(raw.META.get("CONTENT_LENGTH") or 0)
         from django.conf import settings
 
+        raw = request._request
+        length = int(raw.META.get("CONTENT_LENGTH") or 0)
         if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
-            body = raw.read(65536)  # keep the start for the admin; do not read the rest into memory
+            # refused unread: keep the start for the admin, do not read the rest into memory
+            body = raw.read(refusals.EXCERPT_BYTES)
         else:
             body = raw.body
         uris = [raw.build_absolute_uri(), settings.HANDOFF_PUBLIC_URL.rstrip("/") + raw.get_full_path()]
-        if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
-            conn = intake.find_connection(connection)
-            reply = intake.record_rejection(slug=connection, conn=conn, status=413 if conn else 404,
-                                            reason=(f"body of {length} bytes is over the "
-                                                    f"{settings.HANDOFF_MAX_CALLBACK_BYTES}-byte limit")
-                                            if conn else f"unknown connection {connection[:50]!r}",
-                                            body=body, headers=raw.headers)
-        else:
-            reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers)
-        return HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+        reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers,
+                               source=raw.META.get("REMOTE_ADDR", ""), size=max(length, len(body)))
+        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+        for name, value in reply.headers.items():
+            response[name] = value
+        return response
 
 
 class RecordSerializer(serializers.ModelSerializer):

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.core.inputs import param_choice, param_int, param_page
 from apps.sync import desk, services
 from apps.sync.selectors import backlog
 from apps.sync.models import Connection, InboundEvent, SyncRecord, SyncRun
@@ -62,7 +63,7 @@ def exceptions(request):
 
     params = request.GET.dict()
     qs = queue.held_queryset(params, request.user)
-    sort = params.get("sort") if params.get("sort") in queue.SORTS else "priority"
+    sort = param_choice(params, "sort", queue.SORTS, "priority")
     view = "groups" if params.get("view") == "groups" else "rows"
     grouped: list[dict] = []
     if view == "groups":  # the facets and the groups in one pass over the rows
@@ -73,7 +74,7 @@ def exceptions(request):
     # paginate ids (an index-only scan, cheap even on a deep page), then load just the page's rows
     paginator = queue.CountedPaginator(qs.order_by(*queue.SORTS[sort][0]).values_list("id", flat=True), 50,
                                        count=total)
-    page = paginator.get_page(request.GET.get("page"))
+    page = paginator.get_page(param_page(request.GET))
     rows = []
     if view == "rows":  # the grouped view shows groups, not rows
         by_id = SyncRecord.objects.select_related("source_connection", "assignee").in_bulk(list(page.object_list))
@@ -194,7 +195,7 @@ def record_detail(request, pk: int):
 def record_freshness(request, pk: int):
     """Polled by an open record page: has someone else changed the record since it was loaded (?v=)?"""
     record = get_object_or_404(SyncRecord.objects.select_related("assignee"), pk=pk)
-    loaded = int(request.GET.get("v") or 0)
+    loaded = param_int(request.GET, "v", 0)
     last = record.audit.select_related("actor").order_by("-at").first() if record.version != loaded else None
     return render(request, "console/record.html#freshness", {"record": record, "loaded_version": loaded,
                                                               "stale": record.version != loaded, "last": last})
@@ -294,7 +295,7 @@ def _resubmit_raw(request, record: SyncRecord):
 
 
 def runs(request):
-    page = Paginator(SyncRun.objects.order_by("-created_at"), 50).get_page(request.GET.get("page"))
+    page = Paginator(SyncRun.objects.order_by("-created_at"), 50).get_page(param_page(request.GET))
     return render(request, "console/runs.html", {"page": page})
 
 
@@ -302,5 +303,5 @@ def events(request):
     qs = InboundEvent.objects.order_by("-received_at", "-id")
     if status := request.GET.get("status"):
         qs = qs.filter(status=status)
-    page = Paginator(qs, 50).get_page(request.GET.get("page"))
+    page = Paginator(qs, 50).get_page(param_page(request.GET))
     return render(request, "console/events.html", {"page": page, "status": status or ""})

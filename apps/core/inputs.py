@@ -1,0 +1,160 @@
+"""Console inputs: one guard for every request, and the parsers every view uses for its query values.
+
+The guard (`InputGuardMiddleware`) refuses, with a 400 in plain words, what no screen can use: a path or query
+string that is not UTF-8, a NUL or other control character (PostgreSQL text cannot hold NUL; none belongs in
+a filter, a search box or an id), a value longer than MAX_VALUE_CHARS. Form posts are held to the same rule,
+except that a text area may hold tabs and line breaks. Views that read the raw request body themselves (the
+callbacks, which store every refusal for the admin) say so with `input_guard_exempt = True`.
+
+Past the guard, a value that is well-formed but unusable (`?v=abc`, `?to=9999-12-31`, `?run=²`) is never an
+error: `param_int`, `param_date`, `param_decimal` and `param_choice` return the view's default instead, and
+clamp numbers and dates into a range the database and the date arithmetic can hold.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from html import escape
+from urllib.parse import parse_qsl
+
+from django.http import HttpResponse, JsonResponse
+
+MAX_VALUE_CHARS = 2000
+# dates a person can mean in this product; outside them `date + 1 day` (or a year 1 start) overflows
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+# a PostgreSQL bigint; larger ids cannot exist
+MAX_ID = 2**63 - 1
+# C0 controls, DEL and C1 controls: no filter, search or id holds one
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# form posts: a text area may hold tabs and line breaks (never NUL)
+_FORM_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_BROKEN_UTF8 = re.compile(r"%[89A-F][0-9A-F]")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class BadInput(ValueError):
+    """A request input no view can use; the guard answers it with a 400 naming `where`."""
+
+    def __init__(self, where: str, why: str):
+        super().__init__(f"{where} {why}")
+        self.where, self.why = where, why
+
+
+def _check_text(where: str, value: str, control=_CONTROL) -> None:
+    if control.search(value):
+        raise BadInput(where, "contains a control character (such as NUL)")
+    if len(value) > MAX_VALUE_CHARS:
+        raise BadInput(where, f"is longer than {MAX_VALUE_CHARS} characters")
+
+
+def check_request(request) -> None:
+    """Raise BadInput for the first unusable part of the request's path, query string or form fields."""
+    path = request.path_info
+    # Django re-percent-encodes the bytes of a path that are not UTF-8 (`%FF`); no route or id holds an escaped
+    # byte of 0x80 or above, so one in the decoded path was not UTF-8
+    if _BROKEN_UTF8.search(path):
+        raise BadInput("the address", "is not valid UTF-8")
+    _check_text("the address", path)
+    try:
+        pairs = parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise BadInput("the query string", "is not valid UTF-8")
+    for key, value in pairs:
+        _check_text(f"the parameter {key[:40]!r}" if not _CONTROL.search(key) else "a parameter name", key)
+        _check_text(f"the value of {key[:40]!r}", value)
+    if request.method == "POST" and request.content_type in _FORM_TYPES:
+        for key, values in request.POST.lists():
+            for value in values:
+                _check_text(f"the form field {key[:40]!r}", value, _FORM_CONTROL)
+
+
+def _refusal(request, exc: BadInput, is_api: bool) -> HttpResponse:
+    message = f"This request was refused: {exc.where} {exc.why}."
+    if is_api:
+        return JsonResponse({"detail": message}, status=400)
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Bad request</title></head><body>"
+            f"<h1>Bad request</h1><p>{escape(message)}</p>"
+            f"<p>Check the address or the form you sent, then try again. <a href=\"/\">Back to Handoff</a></p>"
+            f"</body></html>")
+    return HttpResponse(page, status=400, content_type="text/html; charset=utf-8")
+
+
+class InputGuardMiddleware:
+    """Runs after URL resolution (process_view), so a view can be exempted and the login redirect comes first."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        view_class = getattr(view_func, "view_class", None)
+        if getattr(view_func, "input_guard_exempt", False) or getattr(view_class, "input_guard_exempt", False):
+            return None
+        try:
+            check_request(request)
+        except BadInput as exc:
+            from rest_framework.views import APIView
+
+            return _refusal(request, exc, is_api=isinstance(view_class, type) and issubclass(view_class, APIView))
+        return None
+
+
+# ---------------------------------------------------------------- parsers for query values
+
+
+def param_int(params, key: str, default: int | None = None, *, lo: int = 0, hi: int = MAX_ID) -> int | None:
+    """An integer from the query (ASCII digits, optional sign), clamped to [lo, hi]; `default` otherwise."""
+    raw = (params.get(key) or "").strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", raw):
+        return default
+    return min(max(int(raw), lo), hi)
+
+
+def param_id(params, key: str) -> int | None:
+    """A database id (1 … bigint) from the query, or None (also for a number past any id)."""
+    value = param_int(params, key, None, lo=0, hi=MAX_ID + 1)
+    return value if value is not None and 1 <= value <= MAX_ID else None
+
+
+def param_page(params, key: str = "page") -> int:
+    """A page number (1 by default); a page past the last is the paginator's to handle (get_page: the last)."""
+    return param_int(params, key, 1, lo=1, hi=1_000_000)
+
+
+def param_date(params, key: str, default: date | None = None) -> date | None:
+    """A YYYY-MM-DD date from the query, clamped to [EARLIEST_DATE, LATEST_DATE]; `default` when not a date."""
+    from django.utils.dateparse import parse_date
+
+    raw = (params.get(key) or "").strip()
+    try:
+        value = parse_date(raw) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw) else None
+    except ValueError:  # well-formed but not a day (2024-02-30)
+        value = None
+    if value is None:
+        return default
+    return min(max(value, EARLIEST_DATE), LATEST_DATE)
+
+
+def param_decimal(params, key: str, *, limit: Decimal = Decimal("1e15")) -> Decimal | None:
+    """A finite decimal within ±limit (what a money column holds) from the query, or None."""
+    raw = (params.get(key) or "").strip()
+    if len(raw) > 40:
+        return None
+    try:
+        value = Decimal(raw)
+    except (InvalidOperation, ValueError):
+        return None
+    if not value.is_finite() or abs(value) > limit:
+        return None
+    return value
+
+
+def param_choice(params, key: str, choices, default: str = "") -> str:
+    """The value if it is one of `choices` (a container of strings), else `default`."""
+    value = params.get(key) or ""
+    return value if value in choices else default
