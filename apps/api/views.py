@@ -11,6 +11,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
+from apps.core.inputs import BadInput, check_value
 from apps.sync import intake, refusals
 from apps.sync.models import InboundEvent, SyncRecord
 
@@ -126,7 +127,6 @@ class CallbackView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [RawParser]
-    input_guard_exempt = True  # reads the raw bytes itself and stores every refusal (apps/core/inputs.py)
 
     @extend_schema(
         operation_id="callback_receive",
@@ -207,12 +207,14 @@ class RecordSerializer(serializers.ModelSerializer):
 
 
 def clean_filter(params, name: str) -> str:
-    """A filter value from the query string; a NUL byte (which PostgreSQL cannot hold) is a 400, not a 500."""
+    """A filter value from the query string; one no filter can use (a NUL byte, …) is a 400, not a 500."""
     from rest_framework.exceptions import ValidationError
 
     value = params.get(name) or ""
-    if "\x00" in value:
-        raise ValidationError({"detail": f"the {name} filter contains a NUL byte"})
+    try:
+        check_value(f"the {name} filter", value)
+    except BadInput as exc:
+        raise ValidationError({"detail": str(exc)})
     return value
 
 

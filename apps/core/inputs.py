@@ -3,8 +3,10 @@
 The guard (`InputGuardMiddleware`) refuses, with a 400 in plain words, what no screen can use: a path or query
 string that is not UTF-8, a NUL or other control character (PostgreSQL text cannot hold NUL; none belongs in
 a filter, a search box or an id), a value longer than MAX_VALUE_CHARS. Form posts are held to the same rule,
-except that a text area may hold tabs and line breaks. Views that read the raw request body themselves (the
-callbacks, which store every refusal for the admin) say so with `input_guard_exempt = True`.
+except that a text area may hold tabs and line breaks. The DRF views (the API) are left to themselves: they
+authenticate inside the view, after every middleware, so an anonymous caller must get its 401 before any word
+about its input; the read API checks its filters with `check_value` once it knows the caller, and the callbacks
+store every refusal, whatever its bytes, for the admin.
 
 Past the guard, a value that is well-formed but unusable (`?v=abc`, `?to=9999-12-31`, `?run=²`) is never an
 error: `param_int`, `param_date`, `param_decimal` and `param_choice` return the view's default instead, and
@@ -19,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from html import escape
 from urllib.parse import parse_qsl
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 
 MAX_VALUE_CHARS = 2000
 # dates a person can mean in this product; outside them `date + 1 day` (or a year 1 start) overflows
@@ -43,7 +45,8 @@ class BadInput(ValueError):
         self.where, self.why = where, why
 
 
-def _check_text(where: str, value: str, control=_CONTROL) -> None:
+def check_value(where: str, value: str, control=_CONTROL) -> None:
+    """Raise BadInput if `value` holds a control character or is over-long."""
     if control.search(value):
         raise BadInput(where, "contains a control character (such as NUL)")
     if len(value) > MAX_VALUE_CHARS:
@@ -57,24 +60,22 @@ def check_request(request) -> None:
     # byte of 0x80 or above, so one in the decoded path was not UTF-8
     if _BROKEN_UTF8.search(path):
         raise BadInput("the address", "is not valid UTF-8")
-    _check_text("the address", path)
+    check_value("the address", path)
     try:
         pairs = parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         raise BadInput("the query string", "is not valid UTF-8")
     for key, value in pairs:
-        _check_text(f"the parameter {key[:40]!r}" if not _CONTROL.search(key) else "a parameter name", key)
-        _check_text(f"the value of {key[:40]!r}", value)
+        check_value(f"the parameter {key[:40]!r}" if not _CONTROL.search(key) else "a parameter name", key)
+        check_value(f"the value of {key[:40]!r}", value)
     if request.method == "POST" and request.content_type in _FORM_TYPES:
         for key, values in request.POST.lists():
             for value in values:
-                _check_text(f"the form field {key[:40]!r}", value, _FORM_CONTROL)
+                check_value(f"the form field {key[:40]!r}", value, _FORM_CONTROL)
 
 
-def _refusal(request, exc: BadInput, is_api: bool) -> HttpResponse:
+def _refusal(exc: BadInput) -> HttpResponse:
     message = f"This request was refused: {exc.where} {exc.why}."
-    if is_api:
-        return JsonResponse({"detail": message}, status=400)
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Bad request</title></head><body>"
             f"<h1>Bad request</h1><p>{escape(message)}</p>"
             f"<p>Check the address or the form you sent, then try again. <a href=\"/\">Back to Handoff</a></p>"
@@ -92,15 +93,15 @@ class InputGuardMiddleware:
         return self.get_response(request)
 
     def process_view(self, request, view_func, view_args, view_kwargs):
+        from rest_framework.views import APIView
+
         view_class = getattr(view_func, "view_class", None)
-        if getattr(view_func, "input_guard_exempt", False) or getattr(view_class, "input_guard_exempt", False):
+        if isinstance(view_class, type) and issubclass(view_class, APIView):
             return None
         try:
             check_request(request)
         except BadInput as exc:
-            from rest_framework.views import APIView
-
-            return _refusal(request, exc, is_api=isinstance(view_class, type) and issubclass(view_class, APIView))
+            return _refusal(exc)
         return None
 
 

@@ -201,6 +201,8 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
     from redis.exceptions import RedisError
     from rq.worker_registration import REDIS_WORKER_KEYS
 
+    from apps.sync.refusals import DROPPED_KEY
+
     m.family("handoff_redis_up", "gauge", "1 when Redis answered this scrape")
     try:
         queues = [django_rq.get_queue(name) for name in queue_names]
@@ -209,7 +211,8 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
             pipe.llen(q.key)
             pipe.zcard(q.failed_job_registry.key)
         pipe.scard(REDIS_WORKER_KEYS)
-        values = pipe.execute()
+        pipe.get(DROPPED_KEY)
+        *values, dropped = pipe.execute()
     except (RedisError, OSError):
         m.add("handoff_redis_up", 0)
         return
@@ -222,3 +225,6 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
         m.add("handoff_rq_failed_jobs", values[2 * i + 1], {"queue": q.name})
     m.family("handoff_rq_workers", "gauge", "RQ workers registered in Redis")
     m.add("handoff_rq_workers", values[-1])
+    m.family("handoff_callbacks_throttled_total", "counter",
+             "Refused callbacks answered 429 and not stored: their address was over its limit of refusals")
+    m.add("handoff_callbacks_throttled_total", int(dropped or 0))

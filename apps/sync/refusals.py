@@ -82,11 +82,3 @@ def count_refusal(source: str) -> int | None:
         log.warning("more than %s refused callbacks from %s within %s s: further refusals are answered 429 and "
                     "not stored until the window ends", limit, source[:64], window)
     return max(1, math.ceil(start + window - now))
-
-
-def dropped_total() -> int | None:
-    """Refused callbacks answered 429 and not stored, since Redis last lost its data (None: Redis is down)."""
-    try:
-        return int(_redis().get(DROPPED_KEY) or 0)
-    except (RedisError, OSError):
-        return None
