@@ -90,10 +90,11 @@ def test_a_nul_in_a_form_field_is_a_400_and_changes_nothing(as_carol, connection
     assert not AuditEntry.objects.filter(record=record).exists()
 
 
-def test_a_text_area_may_hold_line_breaks(as_carol, connections):
+def test_a_text_area_may_hold_line_breaks_and_be_long(as_carol, connections):
     record = make_record(connections)
 
-    response = as_carol.post(f"/records/{record.pk}/desk/", {"action": "comment", "text": "line one\r\n\tline two"})
+    response = as_carol.post(f"/records/{record.pk}/desk/",
+                             {"action": "comment", "text": "line one\r\n\tline two " + "x" * 3000})
 
     assert response.status_code == 302
     assert AuditEntry.objects.filter(record=record, action="comment").exists()

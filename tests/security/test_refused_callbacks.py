@@ -6,9 +6,7 @@ kept for the admin; and an error nobody foresaw is a stored 400 with a correlati
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 import pytest
 from django.test import override_settings
@@ -158,23 +156,12 @@ def test_when_redis_is_down_refusals_are_stored_as_usual(client, connections, se
 # ------------------------------------------------------------------ the last line of defence
 
 
-@pytest.fixture
-def intake_log():
-    """What the intake logs, as the JSON formatter writes it (with the context of the block it was logged in)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("handoff.intake")
-    logger.addHandler(handler)
-    yield stream
-    logger.removeHandler(handler)
-
-
-def test_an_unexpected_error_is_a_stored_400_with_a_correlation_id(client, connections, monkeypatch, intake_log):
+def test_an_unexpected_error_is_a_stored_400_with_a_correlation_id(client, connections, monkeypatch, caplog):
     def broken_parser(conn, data):
         raise ZeroDivisionError("a bug nobody foresaw")
 
     monkeypatch.setattr(hubspot, "parse_events", broken_parser)
+    caplog.handler.setFormatter(JsonFormatter())  # as production writes it: with the context of the block
     response = post_hubspot(client, [deal_event()])
 
     assert response.status_code == 400
@@ -185,7 +172,7 @@ def test_an_unexpected_error_is_a_stored_400_with_a_correlation_id(client, conne
     assert event.status == InboundEvent.Status.REJECTED and event.http_status == 400
     assert correlation_id in event.reason and "unexpected error" in event.reason
     assert event.connection == Connection.objects.get(slug="hubspot")
-    line = json.loads(intake_log.getvalue().splitlines()[0])
+    [line] = [entry for entry in map(json.loads, caplog.text.splitlines()) if entry["logger"] == "handoff.intake"]
     assert line["correlation_id"] == correlation_id and line["connection"] == "hubspot"
     assert "ZeroDivisionError: a bug nobody foresaw" in line["exception"]  # the traceback
 
