@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from apps.connectors import standard_webhooks
 from apps.connectors.hubspot import signature_v3
 from apps.core.demo import INBOUND_SECRETS
+from apps.sync.bulk import bulk_preview
 from apps.sandbox.stripe_api import signature_header
 from tests.conftest import HUBSPOT_SECRET
 from tests.h2_fixtures import make_engagement
@@ -161,15 +162,18 @@ def console_routes() -> list[str]:
 
 @pytest.fixture
 def fuzz_world(connections, carol):
-    """Something behind every id: a held record, a bulk action, an engagement; Carol logged in."""
+    """Something behind every id: a held record, a previewed bulk action, an engagement; Carol logged in."""
     record = make_record(connections)
+    bulk = bulk_preview(actor=carol, action="resubmit", record_ids=[record.pk], params={})
     engagement = make_engagement()
     client = Client()
     client.force_login(carol)
-    return {"client": client, "pk": record.pk, "code": engagement.code}
+    return {"client": client, "pk": record.pk, "bulk": bulk.pk, "code": engagement.code}
 
 
 def _fill(route: str, world: dict) -> str:
+    if route.startswith("bulk/"):
+        route = route.replace("<int:pk>", str(world["bulk"]))
     for name, value in (("<int:pk>", world["pk"]), ("<str:code>", world["code"])):
         route = route.replace(name, str(value))
     assert "<" not in route, f"no value to fill {route!r} with: add one to _fill"
