@@ -138,7 +138,7 @@ class Generator:
                "error_signature", "search_keys", "sla_due_at", "sla_state", "sla_notified_state"]
 
     def __init__(self, *, records: int, held: int, connections: dict, assignees: dict, now: datetime):
-        from apps.sync import desk
+        from apps.sync import queue_columns as desk
 
         self.desk = desk
         self.rng = random.Random(SEED)
@@ -629,7 +629,7 @@ def proposed_groups(qs, limit: int = 200) -> list[dict]:
     COUNT(DISTINCT currency), which made PostgreSQL re-sort every group (Incremental Sort over 100k rows)."""
     from django.db.models import Count, Max, Min, Sum
 
-    from apps.sync.desk import normalise_message
+    from apps.sync.queue_columns import normalise_message
     from apps.sync.models import SyncRecord
 
     rows = list(qs.exclude(error_signature="")

@@ -170,8 +170,8 @@ def test_a_logged_in_user_reads_one_record(client, two_records, alice):
     assert client.get("/api/v1/records/999999999/").status_code == 404
 
 
-def test_a_logged_in_user_sees_every_inbound_event_including_rejections(client, two_records, alice):
-    client.force_authenticate(alice)
+def test_an_integration_admin_sees_every_inbound_event_including_rejections(client, two_records, carol):
+    client.force_authenticate(carol)
 
     events = json.loads(client.get("/api/v1/events/").content)["results"]
     rejected = json.loads(client.get("/api/v1/events/", {"status": "rejected"}).content)["results"]

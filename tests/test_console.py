@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.sync.models import AuditEntry, SyncRecord
-from apps.sync.workflows.quote_to_project import FIX_FIELDS, get_path
+from apps.sync.payload import get_path
+from apps.sync.workflows.quote_to_project import FIX_FIELDS
 
 _seq = itertools.count(1)
 
@@ -47,7 +48,7 @@ def canonical_payload(**overrides) -> dict:
 
 def make_record(connections, *, status="held", reason_code="missing_legal_entity", fault_fields=("legal_entity",),
                 message=None, owner_team="pmo", title=None, payload=None, stage="validate") -> SyncRecord:
-    from apps.sync.desk import error_signature, search_keys
+    from apps.sync.queue_columns import error_signature, search_keys
 
     payload = payload or canonical_payload()
     held = status in ("held", "dead")

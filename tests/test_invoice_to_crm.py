@@ -25,7 +25,7 @@ from apps.sandbox.models import SandboxObject
 from apps.sync import services
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
-from apps.sync.workflows.invoice_payment_to_crm import apply_invoice_state
+from apps.finance.services import apply_invoice_state
 
 from .conftest import inject, run_worker
 from .h2_fixtures import drf_headers, make_engagement, signed, story

@@ -158,7 +158,7 @@ def test_a_processed_records_log_lines_carry_its_correlation_id_and_no_tax_id(co
         assert response.status_code == 200
         process_inbox()
         record = SyncRecord.objects.get()
-        queue = engine.PRIORITY_QUEUE[record.priority]
+        queue = wakeup.PRIORITY_QUEUE[record.priority]
         assert wakeup.enqueue_now(f"records:{queue}")
         q = django_rq.get_queue(queue)
         SimpleWorker([q], connection=q.connection).work(burst=True)
@@ -201,6 +201,9 @@ class _Redis:
 
     def ping(self):
         return True
+
+    def smembers(self, key):  # no worker registered
+        return set()
 
     def config_get(self, name):
         if self.error:
