@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from axes.helpers import get_client_ip_address
 from django.http import HttpResponse
 from drf_spectacular.plumbing import build_array_type, build_basic_type
 from drf_spectacular.types import OpenApiTypes
@@ -186,8 +187,11 @@ class CallbackView(APIView):
         else:
             body = raw.body
         uris = [raw.build_absolute_uri(), settings.HANDOFF_PUBLIC_URL.rstrip("/") + raw.get_full_path()]
+        # the sender's address as the login throttle finds it (REMOTE_ADDR, or the proxies' header when
+        # configured): refused callbacks are limited per address (apps/sync/refusals.py)
+        source = get_client_ip_address(raw) or raw.META.get("REMOTE_ADDR", "")
         reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers,
-                               source=raw.META.get("REMOTE_ADDR", ""), size=max(length, len(body)))
+                               source=source, size=max(length, len(body)))
         response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
         for name, value in reply.headers.items():
             response[name] = value

@@ -6,10 +6,11 @@ are not signed at all) is junk until shown otherwise: only its first EXCERPT_BYT
 names the full length. A request refused after its signature was verified keeps up to FULL_BODY_BYTES, so the
 admin can see what a real sender got wrong.
 
-Each refusal counts against the source address (REMOTE_ADDR: Handoff trusts no forwarding header). Past
-HANDOFF_CALLBACK_REFUSAL_LIMIT refusals in a fixed window of HANDOFF_CALLBACK_REFUSAL_WINDOW_SECONDS, a refusal is
-answered 429 with Retry-After and stored nowhere; the dropped ones are counted in Redis (DROPPED_KEY, the
-`handoff_callbacks_throttled_total` metric) and the first of each window is logged. Accepted callbacks are never
+Each refusal counts against the source address (found as the login throttle finds it: REMOTE_ADDR unless
+django-axes is told which proxies to trust). Past HANDOFF_CALLBACK_REFUSAL_LIMIT refusals in a fixed window of
+HANDOFF_CALLBACK_REFUSAL_WINDOW_SECONDS, a refusal is answered 429 with Retry-After and stored nowhere; the
+dropped ones are counted in Redis (DROPPED_KEY, the `handoff_callbacks_throttled_total` metric) and the first of
+each window is logged. Accepted callbacks are never
 counted or throttled: a misconfigured connection must not stop another one sending from the same addresses.
 The counter lives in Redis; when Redis is down the limit is not applied (the request is answered as usual).
 """
