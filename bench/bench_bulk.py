@@ -91,11 +91,11 @@ def setup_django() -> None:
     call_command("migrate", verbosity=0, interactive=False)
     from django.contrib.auth.models import Group, Permission
 
-    from apps.core import demo
     from apps.core.roles import define_roles
+    from apps.demo import firm
 
-    demo.setup_reference_data()
-    demo.setup_connections("http://127.0.0.1:9")
+    firm.setup_reference_data()
+    firm.setup_connections("http://127.0.0.1:9")
     define_roles(Group, Permission)
 
 

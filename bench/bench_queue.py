@@ -711,8 +711,8 @@ def setup_django():
     from django.contrib.auth.models import Group, Permission, User
     from django.core.management import call_command
 
-    from apps.core.demo import setup_connections, setup_reference_data
     from apps.core.roles import define_roles
+    from apps.demo.firm import setup_connections, setup_reference_data
 
     call_command("migrate", "--noinput", verbosity=0)
     setup_reference_data()

@@ -13,7 +13,7 @@ from decimal import Decimal
 from apps.canonical.models import Customer, Engagement, LegalEntity, PaymentTerms
 from apps.canonical.services import external_id_link
 from apps.connectors import standard_webhooks
-from apps.core.demo import INBOUND_SECRETS
+from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sandbox.models import SandboxObject
 
 _seq = itertools.count(1)

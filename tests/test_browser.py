@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
 from apps.sync.models import AuditEntry, SyncRecord
 
 from .conftest import run_worker, sandbox_count

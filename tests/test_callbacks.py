@@ -16,8 +16,8 @@ from rest_framework.test import APIClient
 
 from apps.connectors.hubspot import signature_v3
 from apps.connectors.salesforce import build_outbound_message
-from apps.core.demo import SALESFORCE_ORG
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
+from apps.demo.firm import SALESFORCE_ORG
 from apps.sync.intake import process_inbox
 from apps.sync.models import Connection, InboundEvent, SyncRecord
 

@@ -29,8 +29,8 @@ import redis
 from django.db import connection
 from django.utils import timezone
 
+from apps.demo.deals import make_opportunity
 from apps.sandbox.models import SandboxObject
-from apps.sandbox.traffic import make_opportunity
 from apps.sync import engine, intake, services, sweeper
 from apps.sync.bulk import bulk_confirm, bulk_preview
 from apps.sync.models import Attempt, AuditEntry, BulkAction, InboundEvent, SyncRecord
@@ -365,7 +365,7 @@ def test_callbacks_delivered_three_times_shuffled_and_concurrently_make_one_reco
             r = signed_hubspot_post(url, HUBSPOT_SECRET, [payload], session=session)
             return kind, str(payload["eventId"]), r.status_code
         from apps.connectors.salesforce import build_outbound_message
-        from apps.core.demo import SALESFORCE_ORG
+        from apps.demo.firm import SALESFORCE_ORG
 
         nid, fields, _ = payload
         body = build_outbound_message(org_id=SALESFORCE_ORG, notifications=[(nid, fields)])

@@ -23,9 +23,9 @@ from rq import SimpleWorker
 
 from apps.connectors.salesforce import build_outbound_message
 from apps.core import metrics as metrics_module
-from apps.core.demo import SALESFORCE_ORG
 from apps.core.logging import JsonFormatter, PlainFormatter, log_context, make_formatter
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
+from apps.demo.firm import SALESFORCE_ORG
 from apps.sync import engine, wakeup
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from apps.connectors.salesforce import build_outbound_message
-from apps.core.demo import SALESFORCE_ORG
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
+from apps.demo.firm import SALESFORCE_ORG
 from apps.sync import engine, intake, jobs, sweeper
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
 

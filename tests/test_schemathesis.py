@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from apps.connectors.hubspot import signature_v3
-from apps.core.demo import SALESFORCE_ORG
+from apps.demo.firm import SALESFORCE_ORG
 from apps.sync.intake import process_inbox
 from apps.sync.models import Connection, InboundEvent, SyncRecord
 
