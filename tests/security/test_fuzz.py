@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from apps.connectors import standard_webhooks
 from apps.connectors.hubspot import signature_v3
-from apps.core.demo import INBOUND_SECRETS
+from apps.sandbox.credentials import INBOUND_SECRETS
+from apps.sandbox.stripe.webhooks import signature_header
 from apps.sync.bulk import bulk_preview
-from apps.sandbox.stripe_api import signature_header
 from tests.conftest import HUBSPOT_SECRET
 from tests.h2_fixtures import make_engagement
 from tests.test_console import make_record

@@ -14,9 +14,9 @@ from rest_framework.test import APIClient
 
 from apps.connectors import hubspot
 from apps.core.logging import JsonFormatter
+from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sync import refusals
 from apps.sync.models import Connection, InboundEvent
-from apps.core.demo import INBOUND_SECRETS
 from tests.h2_fixtures import drf_headers, signed
 from tests.test_callbacks import deal_event, post_hubspot
 
