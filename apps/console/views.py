@@ -207,8 +207,7 @@ def record_desk_action(request, pk: int):
     """Claim / assign / unassign, comment, priority override. Server-side permission and version checks."""
     record = get_object_or_404(SyncRecord, pk=pk)
     action = request.POST.get("action", "")
-    version = request.POST.get("version")
-    version = int(version) if (version or "").isdigit() else None
+    version = param_int(request.POST, "version")
     try:
         if action == "comment":
             desk.record_comment(record=record, actor=request.user, text=request.POST.get("text", ""))
@@ -223,7 +222,7 @@ def record_desk_action(request, pk: int):
             messages.success(request, {"claim": "You own this record now.", "unassign": "Unassigned."}.get(
                 action, f"Assigned to {assignee.get_username() if assignee else ''}."))
         elif action == "priority":
-            desk.record_set_priority(record=record, actor=request.user, priority=int(request.POST.get("priority") or 0),
+            desk.record_set_priority(record=record, actor=request.user, priority=param_int(request.POST, "priority", 0),
                                      reason=request.POST.get("reason", ""), expected_version=version)
             messages.success(request, "Priority changed.")
         else:
@@ -281,7 +280,7 @@ def _resubmit_raw(request, record: SyncRecord):
     try:
         payload = json.loads(request.POST.get("payload_json", ""))
         services.record_resubmit_raw(record_id=record.pk, actor=request.user,
-                                     expected_version=int(request.POST.get("version") or 0), payload=payload,
+                                     expected_version=param_int(request.POST, "version", 0), payload=payload,
                                      reason=request.POST.get("reason", ""))
         messages.success(request, "Resubmitted with the edited payload.")
     except services.NotAllowed as exc:

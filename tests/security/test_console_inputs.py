@@ -100,6 +100,16 @@ def test_a_text_area_may_hold_line_breaks_and_be_long(as_carol, connections):
     assert AuditEntry.objects.filter(record=record, action="comment").exists()
 
 
+@pytest.mark.parametrize("fields", [{"action": "claim", "version": "²"}, {"action": "claim", "version": "9" * 40},
+                                    {"action": "priority", "priority": "high", "reason": "x", "version": "1"}])
+def test_an_odd_number_in_a_desk_form_is_a_message_not_a_500(as_carol, connections, fields):
+    record = make_record(connections)
+
+    response = as_carol.post(f"/records/{record.pk}/desk/", fields)
+
+    assert response.status_code == 302
+
+
 def test_anonymous_requests_are_sent_to_the_login_page_first():
     response = Client().get("/exceptions/?q=%00")
 
