@@ -2,11 +2,11 @@
 
 The guard (`InputGuardMiddleware`) refuses, with a 400 in plain words, what no screen can use: a path or query
 string that is not UTF-8, a NUL or other control character (PostgreSQL text cannot hold NUL; none belongs in
-a filter, a search box or an id), a query value longer than MAX_VALUE_CHARS. Form fields are held to the
-same rule about control characters, except that a text area may hold tabs and line breaks. The DRF views (the API) are left to themselves: they
-authenticate inside the view, after every middleware, so an anonymous caller must get its 401 before any word
-about its input; the read API checks its filters with `check_value` once it knows the caller, and the callbacks
-store every refusal, whatever its bytes, for the admin.
+a filter, a search box or an id), a query value longer than MAX_VALUE_CHARS. Form fields are held to the same
+rule about control characters, except that a text area may hold tabs and line breaks. The DRF views (the API)
+are left to themselves: they authenticate inside the view, after every middleware, so an anonymous caller must
+get its 401 before any word about its input; the read API checks its filters with `check_value` once it knows
+the caller, and the callbacks store every refusal, whatever its bytes, for the admin.
 
 Past the guard, a value that is well-formed but unusable (`?v=abc`, `?to=9999-12-31`, `?run=²`) is never an
 error: `param_int`, `param_date`, `param_decimal` and `param_choice` return the view's default instead, and
