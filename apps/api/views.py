@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from axes.helpers import get_client_ip_address
 from django.http import HttpResponse
 from drf_spectacular.plumbing import build_array_type, build_basic_type
 from drf_spectacular.types import OpenApiTypes
@@ -11,7 +12,8 @@ from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.views import APIView
 
-from apps.sync import intake
+from apps.core.inputs import BadInput, check_value
+from apps.sync import intake, refusals
 from apps.sync.models import InboundEvent, SyncRecord
 from apps.sync.privacy import masked, may_see_personal_data
 
@@ -50,6 +52,8 @@ CALLBACK_REFUSALS = {
     404: "Unknown connection, or one that receives no callbacks (Anaplan)",
     413: "Body over HANDOFF_MAX_CALLBACK_BYTES",
     415: "Wrong content type (HubSpot, Kantata, NetSuite, Stripe: application/json; Salesforce: text/xml)",
+    429: "Too many refused callbacks from this address (HANDOFF_CALLBACK_REFUSAL_LIMIT per window): refused, and "
+         "not stored, for the seconds the Retry-After header gives",
 }
 # the signature headers, per sending system (all optional in the schema: which ones apply depends on the connection)
 CALLBACK_HEADERS = [
@@ -126,8 +130,11 @@ class CallbackView(APIView):
     JSON callbacks are answered 202 when new events were stored, 200 when every event was a redelivery or
     ignored. Every refusal is a 4xx with the reason, and is stored for the integration admin: 401 bad, missing or
     stale signature, no signing secret configured, or wrong org; 400 malformed JSON/XML or a missing field; 403
-    disabled connection; 404 unknown connection; 413 oversize body; 415 wrong content type. Processing happens
-    in background jobs.
+    disabled connection; 404 unknown connection; 413 oversize body; 415 wrong content type; 400 with a
+    `correlation_id` for an unexpected error (logged with its traceback). Past a number of refusals from one
+    address in a minute, refusals are answered 429 with Retry-After and no longer stored. Of a request that did
+    not prove its sender (unknown connection, bad signature, …) only the first 2 KB are stored. Processing
+    happens in background jobs.
     """
 
     authentication_classes: list = []
@@ -170,25 +177,25 @@ class CallbackView(APIView):
         tags=["callbacks"],
     )
     def post(self, request, connection: str):
-        raw = request._request
-        length = int(raw.META.get("CONTENT_LENGTH") or 0)
         from django.conf import settings
 
+        raw = request._request
+        length = int(raw.META.get("CONTENT_LENGTH") or 0)
         if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
-            body = raw.read(65536)  # keep the start for the admin; do not read the rest into memory
+            # refused unread: keep the start for the admin, do not read the rest into memory
+            body = raw.read(refusals.EXCERPT_BYTES)
         else:
             body = raw.body
         uris = [raw.build_absolute_uri(), settings.HANDOFF_PUBLIC_URL.rstrip("/") + raw.get_full_path()]
-        if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
-            conn = intake.find_connection(connection)
-            reply = intake.record_rejection(slug=connection, conn=conn, status=413 if conn else 404,
-                                            reason=(f"body of {length} bytes is over the "
-                                                    f"{settings.HANDOFF_MAX_CALLBACK_BYTES}-byte limit")
-                                            if conn else f"unknown connection {connection[:50]!r}",
-                                            body=body, headers=raw.headers)
-        else:
-            reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers)
-        return HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+        # the sender's address as the login throttle finds it (REMOTE_ADDR, or the proxies' header when
+        # configured): refused callbacks are limited per address (apps/sync/refusals.py)
+        source = get_client_ip_address(raw) or raw.META.get("REMOTE_ADDR", "")
+        reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers,
+                               source=source, size=max(length, len(body)))
+        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+        for name, value in reply.headers.items():
+            response[name] = value
+        return response
 
 
 class RecordSerializer(serializers.ModelSerializer):
@@ -213,12 +220,14 @@ class RecordSerializer(serializers.ModelSerializer):
 
 
 def clean_filter(params, name: str) -> str:
-    """A filter value from the query string; a NUL byte (which PostgreSQL cannot hold) is a 400, not a 500."""
+    """A filter value from the query string; one no filter can use (a NUL byte, …) is a 400, not a 500."""
     from rest_framework.exceptions import ValidationError
 
     value = params.get(name) or ""
-    if "\x00" in value:
-        raise ValidationError({"detail": f"the {name} filter contains a NUL byte"})
+    try:
+        check_value(f"the {name} filter", value)
+    except BadInput as exc:
+        raise ValidationError({"detail": str(exc)})
     return value
 
 

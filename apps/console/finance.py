@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from apps.canonical.models import CURRENCIES, Engagement
+from apps.core.inputs import param_page
 from apps.finance import selectors
 from apps.finance.models import Invoice
 
@@ -26,7 +27,7 @@ def finance_console(request):
     today = timezone.localdate()
     params = request.GET.dict()
     qs = selectors.invoices(params, today)
-    page = CountedPaginator(qs, 50, count=qs.count()).get_page(request.GET.get("page"))
+    page = CountedPaginator(qs, 50, count=qs.count()).get_page(param_page(request.GET))
     rows = [{"invoice": inv, "days_overdue": selectors.days_overdue(inv, today)} for inv in page.object_list]
     base = request.GET.copy()
     base.pop("page", None)

@@ -16,8 +16,8 @@ from django.db.models import (Aggregate, Avg, Case, Count, DateTimeField, Exists
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.utils import timezone
-from django.utils.dateparse import parse_date
 
+from apps.core.inputs import param_date
 from apps.sync.models import Attempt, AuditEntry, Connection, InboundEvent, SyncRecord
 from apps.sync.workflows.base import all_workflows
 
@@ -107,17 +107,18 @@ class Period:
 
 def parse_period(params, default_days: int = DEFAULT_PERIOD_DAYS, today: date | None = None) -> Period:
     """`from`/`to` (YYYY-MM-DD) from a query dict; the last `default_days` days by default. A bad date falls back
-    to its default and says so; a reversed range is swapped; a range is capped at MAX_PERIOD_DAYS."""
+    to its default and says so; a date is clamped into the years param_date allows; a reversed range is swapped;
+    a range is capped at MAX_PERIOD_DAYS."""
     today = today or timezone.localdate()
     errors = []
     end = start = None
     if raw := (params.get("to") or "").strip():
-        end = _parse_day(raw)
+        end = param_date(params, "to")
         if end is None:
             errors.append(f"“{raw}” is not a date (YYYY-MM-DD); showing up to today.")
     end = end or today
     if raw := (params.get("from") or "").strip():
-        start = _parse_day(raw)
+        start = param_date(params, "from")
         if start is None:
             errors.append(f"“{raw}” is not a date (YYYY-MM-DD); showing the {default_days} days before.")
     start = start or end - timedelta(days=default_days - 1)
@@ -127,13 +128,6 @@ def parse_period(params, default_days: int = DEFAULT_PERIOD_DAYS, today: date | 
         start = end - timedelta(days=MAX_PERIOD_DAYS - 1)
         errors.append(f"A period is at most {MAX_PERIOD_DAYS} days; showing the last {MAX_PERIOD_DAYS}.")
     return Period(start, end, errors)
-
-
-def _parse_day(raw: str) -> date | None:
-    try:
-        return parse_date(raw)
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------- 1. the workflow status board

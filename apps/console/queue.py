@@ -15,6 +15,7 @@ from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from apps.core.inputs import param_decimal
 from apps.sync.models import Connection, SyncRecord
 from apps.sync.privacy import may_see_personal_data, personal_match
 
@@ -69,15 +70,6 @@ def default_team(user) -> str:
     return sorted(teams)[0]
 
 
-def _decimal(value: str):
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        return Decimal(value)
-    except (InvalidOperation, ValueError):
-        return None
-
-
 def search_filter(q: str, user=None) -> Q:
     """Any id (exact, case-free) or part of a title / customer name; for a user who sees personal data masked,
     never a match on it (the hit would confirm it)."""
@@ -121,9 +113,9 @@ def held_queryset(params: dict, user=None) -> QuerySet:
         qs = qs.filter(priority=int(v))
     if (v := p.get("age")) in AGES:
         qs = qs.filter(held_at__lte=timezone.now() - AGES[v])
-    if (v := _decimal(p.get("amount_min"))) is not None:
+    if (v := param_decimal(params, "amount_min")) is not None:
         qs = qs.filter(amount__gte=v)
-    if (v := _decimal(p.get("amount_max"))) is not None:
+    if (v := param_decimal(params, "amount_max")) is not None:
         qs = qs.filter(amount__lte=v)
     if q := p.get("q"):
         qs = with_title_upper(qs).filter(search_filter(q, user))

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.core.inputs import param_choice, param_int, param_page
 from apps.sync import desk, services
 from apps.sync.selectors import backlog
 from apps.sync.models import Connection, InboundEvent, SyncRecord, SyncRun
@@ -62,7 +63,7 @@ def exceptions(request):
 
     params = request.GET.dict()
     qs = queue.held_queryset(params, request.user)
-    sort = params.get("sort") if params.get("sort") in queue.SORTS else "priority"
+    sort = param_choice(params, "sort", queue.SORTS, "priority")
     view = "groups" if params.get("view") == "groups" else "rows"
     grouped: list[dict] = []
     if view == "groups":  # the facets and the groups in one pass over the rows
@@ -73,7 +74,7 @@ def exceptions(request):
     # paginate ids (an index-only scan, cheap even on a deep page), then load just the page's rows
     paginator = queue.CountedPaginator(qs.order_by(*queue.SORTS[sort][0]).values_list("id", flat=True), 50,
                                        count=total)
-    page = paginator.get_page(request.GET.get("page"))
+    page = paginator.get_page(param_page(request.GET))
     rows = []
     if view == "rows":  # the grouped view shows groups, not rows
         by_id = SyncRecord.objects.select_related("source_connection", "assignee").in_bulk(list(page.object_list))
@@ -195,7 +196,7 @@ def record_detail(request, pk: int):
 def record_freshness(request, pk: int):
     """Polled by an open record page: has someone else changed the record since it was loaded (?v=)?"""
     record = get_object_or_404(SyncRecord.objects.select_related("assignee"), pk=pk)
-    loaded = int(request.GET.get("v") or 0)
+    loaded = param_int(request.GET, "v", 0)
     last = record.audit.select_related("actor").order_by("-at").first() if record.version != loaded else None
     return render(request, "console/record.html#freshness", {"record": record, "loaded_version": loaded,
                                                               "stale": record.version != loaded, "last": last})
@@ -206,8 +207,7 @@ def record_desk_action(request, pk: int):
     """Claim / assign / unassign, comment, priority override. Server-side permission and version checks."""
     record = get_object_or_404(SyncRecord, pk=pk)
     action = request.POST.get("action", "")
-    version = request.POST.get("version")
-    version = int(version) if (version or "").isdigit() else None
+    version = param_int(request.POST, "version")
     try:
         if action == "comment":
             desk.record_comment(record=record, actor=request.user, text=request.POST.get("text", ""))
@@ -222,7 +222,7 @@ def record_desk_action(request, pk: int):
             messages.success(request, {"claim": "You own this record now.", "unassign": "Unassigned."}.get(
                 action, f"Assigned to {assignee.get_username() if assignee else ''}."))
         elif action == "priority":
-            desk.record_set_priority(record=record, actor=request.user, priority=int(request.POST.get("priority") or 0),
+            desk.record_set_priority(record=record, actor=request.user, priority=param_int(request.POST, "priority", 0),
                                      reason=request.POST.get("reason", ""), expected_version=version)
             messages.success(request, "Priority changed.")
         else:
@@ -280,7 +280,7 @@ def _resubmit_raw(request, record: SyncRecord):
     try:
         payload = json.loads(request.POST.get("payload_json", ""))
         services.record_resubmit_raw(record_id=record.pk, actor=request.user,
-                                     expected_version=int(request.POST.get("version") or 0), payload=payload,
+                                     expected_version=param_int(request.POST, "version", 0), payload=payload,
                                      reason=request.POST.get("reason", ""))
         messages.success(request, "Resubmitted with the edited payload.")
     except services.NotAllowed as exc:
@@ -296,7 +296,7 @@ def _resubmit_raw(request, record: SyncRecord):
 
 @permission_required("sync.view_syncrun", raise_exception=True)
 def runs(request):
-    page = Paginator(SyncRun.objects.order_by("-created_at"), 50).get_page(request.GET.get("page"))
+    page = Paginator(SyncRun.objects.order_by("-created_at"), 50).get_page(param_page(request.GET))
     return render(request, "console/runs.html", {"page": page})
 
 
@@ -305,5 +305,5 @@ def events(request):
     qs = InboundEvent.objects.order_by("-received_at", "-id")
     if status := request.GET.get("status"):
         qs = qs.filter(status=status)
-    page = Paginator(qs, 50).get_page(request.GET.get("page"))
+    page = Paginator(qs, 50).get_page(param_page(request.GET))
     return render(request, "console/events.html", {"page": page, "status": status or ""})

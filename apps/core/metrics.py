@@ -201,6 +201,8 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
     import django_rq
     from redis.exceptions import RedisError
 
+    from apps.sync.refusals import DROPPED_KEY
+
     from .workers import worker_liveness
 
     m.family("handoff_redis_up", "gauge", "1 when Redis answered this scrape")
@@ -210,7 +212,8 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
         for q in queues:
             pipe.llen(q.key)
             pipe.zcard(q.failed_job_registry.key)
-        values = pipe.execute()
+        pipe.get(DROPPED_KEY)
+        *values, dropped = pipe.execute()
         live, dead = worker_liveness(queues[0].connection)
     except (RedisError, OSError):
         m.add("handoff_redis_up", 0)
@@ -227,3 +230,6 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
     m.family("handoff_rq_workers_dead", "gauge",
              "RQ workers still registered whose heartbeat stopped (killed, or wedged): not working")
     m.add("handoff_rq_workers_dead", len(dead))
+    m.family("handoff_callbacks_throttled_total", "counter",
+             "Refused callbacks answered 429 and not stored: their address was over its limit of refusals")
+    m.add("handoff_callbacks_throttled_total", int(dropped or 0))

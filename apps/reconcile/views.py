@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from apps.canonical.models import CURRENCIES, Engagement
 from apps.console.boards import csv_response
+from apps.core.inputs import param_id, param_page
 from apps.console.queue import CountedPaginator
 from apps.sync.models import SyncRecord
 from apps.sync.workflows import reconciliation as wf
@@ -55,10 +56,9 @@ class Filters:
 
     @classmethod
     def from_query(cls, q) -> "Filters":
-        run = q.get("run", "")
         ctype = q.get("contract_type", "")
         currency = q.get("currency", "").upper()
-        return cls(run=int(run) if run.isdigit() else None, period=_month(q.get("period")),
+        return cls(run=param_id(q, "run"), period=_month(q.get("period")),
                    contract_type=ctype if ctype in dict(CONTRACT_TYPES) else "",
                    currency=currency if currency in CURRENCIES else "", over=q.get("over") in ("1", "on", "true"))
 
@@ -145,7 +145,7 @@ def report(request):
         total = sum(s["lines"] for s in summary)
         paginator = CountedPaginator(qs.order_by("-period", "engagement_code").only(*LINE_FIELDS), PER_PAGE,
                                      count=total)
-        page = paginator.get_page(request.GET.get("page"))
+        page = paginator.get_page(param_page(request.GET))
         rows = list(page.object_list)
         statuses = exception_status([ln.source_key for ln in rows])
         for ln in rows:

@@ -8,9 +8,12 @@ in `process_inbox`, which claims stored events in batches and creates records in
 from __future__ import annotations
 
 import json
+import logging
 import re
+import uuid
 from collections import Counter
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection as db, transaction
@@ -24,15 +27,17 @@ from apps.connectors.salesforce import inbound as salesforce_inbound
 from apps.connectors.stripe import inbound as stripe_inbound
 from apps.core.logging import log_context
 
+from . import refusals
 from .models import Connection, InboundEvent, SyncRecord
 from .record_states import reset_fields
 from .wakeup import PRIORITY_QUEUE, wake
 from .workflows.base import get_workflow
 
+log = logging.getLogger("handoff.intake")
+
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp",
                 "SOAPAction", "Content-Length", "Stripe-Signature", "X-Handoff-Signature", "X-Handoff-Timestamp",
                 "webhook-id", "webhook-timestamp", "webhook-signature")
-REJECTED_BODY_KEPT = 65_536
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Reply:
     status: int
     body: str
     content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
 
 
 def _pg_text(value: str) -> str:
@@ -68,15 +74,31 @@ def find_connection(slug: str) -> Connection | None:
     return Connection.objects.filter(slug=slug).first()
 
 
-def record_rejection(*, slug: str, conn: Connection | None, status: int, reason: str, body: bytes, headers) -> Reply:
-    text = _pg_text(body[:REJECTED_BODY_KEPT].decode("utf-8", errors="replace"))
-    InboundEvent.objects.create(
-        connection=conn, connection_slug=_pg_text(slug[:50]), status=InboundEvent.Status.REJECTED, verified=False,
-        http_status=status, reason=reason[:2000], raw_body=text, headers=_kept_headers(headers),
-    )
+def _refusal_reply(conn: Connection | None, status: int, reason: str, **extra) -> Reply:
     if conn is not None and conn.kind == "salesforce":
         return Reply(status, salesforce_inbound.soap_fault(reason), "text/xml; charset=utf-8")
-    return Reply(status, json.dumps({"error": reason}))
+    return Reply(status, json.dumps({"error": reason, **extra}))
+
+
+def record_rejection(*, slug: str, conn: Connection | None, status: int, reason: str, body: bytes, headers,
+                     source: str = "", size: int | None = None, correlation_id: str = "") -> Reply:
+    """Store a refused callback (all of it, or a short excerpt: see refusals.py) and answer it; past the source
+    address's limit of refusals, answer 429 and store nothing. `size`: the full body's length, when only its
+    start was read."""
+    retry_after = refusals.count_refusal(source)
+    if retry_after is not None:
+        reply = _refusal_reply(conn, 429, f"too many refused callbacks from this address; retry in {retry_after} s")
+        reply.headers["Retry-After"] = str(retry_after)
+        return reply
+    size = len(body) if size is None else size
+    kept = refusals.kept_bytes(conn, status)
+    stored_reason = reason if size <= kept else f"{reason} [body of {size} bytes; the first {kept} kept]"
+    text = _pg_text(body[:kept].decode("utf-8", errors="replace"))  # PostgreSQL text cannot hold NUL
+    InboundEvent.objects.create(
+        connection=conn, connection_slug=_pg_text(slug[:50]), status=InboundEvent.Status.REJECTED, verified=False,
+        http_status=status, reason=_pg_text(stored_reason[:2000]), raw_body=text, headers=_kept_headers(headers),
+    )
+    return _refusal_reply(conn, status, reason, **({"correlation_id": correlation_id} if correlation_id else {}))
 
 
 # connection kind → the module that verifies, checks and parses its callbacks (every refusal of that system):
@@ -137,29 +159,48 @@ def store_events(conn: Connection, specs: list[EventSpec], headers, status_code:
     return counts
 
 
-def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) -> Reply:
-    """Handle one callback request. Never raises for bad input: every refusal is a 4xx Reply and a stored row."""
-    with log_context(connection=_pg_text(slug[:50])):
-        return _receive(slug=slug, method=method, uris=uris, body=body, headers=headers)
+def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, source: str = "",
+            size: int | None = None) -> Reply:
+    """Handle one callback request. Never raises for bad input: every refusal is a 4xx Reply and (below the
+    source address's limit, see refusals.py) a stored row. `size` is the body's full length when the caller read
+    only its start (an oversize body).
+
+    The last line of defence: an unexpected exception is logged with its traceback and becomes a stored
+    rejection answered 400 with the request's correlation id, never a 500 (a 5xx makes senders retry the same
+    request for days)."""
+    correlation_id = str(uuid.uuid4())
+    with log_context(connection=_pg_text(slug[:50]), correlation_id=correlation_id):
+        try:
+            # inside a transaction (a test, an atomic caller) a failed statement would poison it for the
+            # rejection stored below: a savepoint keeps it usable; in autocommit nothing needs undoing
+            with transaction.atomic() if db.in_atomic_block else nullcontext():
+                return _receive(slug=slug, method=method, uris=uris, body=body, headers=headers, source=source,
+                                size=len(body) if size is None else size)
+        except Exception:
+            log.exception("unexpected error while handling a callback; refused with 400")
+            return record_rejection(
+                slug=slug, conn=find_connection(slug), status=400, body=body, headers=headers, source=source,
+                size=size, reason=f"unexpected error while handling the callback (correlation id {correlation_id})",
+                correlation_id=correlation_id)
 
 
-def _receive(*, slug: str, method: str, uris: list[str], body: bytes, headers) -> Reply:
+def _receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, source: str, size: int) -> Reply:
     conn = find_connection(slug)
     if conn is None:
         return record_rejection(slug=slug, conn=None, status=404, reason=f"unknown connection {slug[:50]!r}",
-                                body=body, headers=headers)
-    if len(body) > settings.HANDOFF_MAX_CALLBACK_BYTES:
+                                body=body, headers=headers, source=source, size=size)
+    if size > settings.HANDOFF_MAX_CALLBACK_BYTES:
         return record_rejection(slug=slug, conn=conn, status=413,
-                                reason=f"body of {len(body)} bytes is over the {settings.HANDOFF_MAX_CALLBACK_BYTES}"
-                                       f"-byte limit", body=body, headers=headers)
+                                reason=f"body of {size} bytes is over the {settings.HANDOFF_MAX_CALLBACK_BYTES}"
+                                       f"-byte limit", body=body, headers=headers, source=source, size=size)
     if not conn.enabled:
         return record_rejection(slug=slug, conn=conn, status=403, reason="this connection is disabled",
-                                body=body, headers=headers)
+                                body=body, headers=headers, source=source, size=size)
     try:
         specs = _verify_and_parse(conn, method=method, uris=uris, body=body, headers=headers)
     except Rejected as rej:
         return record_rejection(slug=slug, conn=conn, status=rej.status, reason=rej.reason, body=body,
-                                headers=headers)
+                                headers=headers, source=source, size=size)
     # the status stored with the events is the one answered: 202 only when something may be new to process
     accepted_status = 202 if conn.kind != "salesforce" and any(not s.ignored for s in specs) else 200
     counts = store_events(conn, specs, headers, accepted_status)

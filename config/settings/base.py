@@ -61,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "apps.core.sessions.SessionLimitsMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "apps.core.inputs.InputGuardMiddleware",  # after the login redirect: anonymous requests learn nothing
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -181,6 +182,9 @@ SPECTACULAR_SETTINGS = {
 # Callback bodies above this size are refused with 413 (and recorded).
 HANDOFF_MAX_CALLBACK_BYTES = int(os.environ.get("HANDOFF_MAX_CALLBACK_BYTES", 1_048_576))
 DATA_UPLOAD_MAX_MEMORY_SIZE = HANDOFF_MAX_CALLBACK_BYTES + 1024
+# Refused callbacks per source address (REMOTE_ADDR) in a fixed window; past it, 429 and nothing stored.
+HANDOFF_CALLBACK_REFUSAL_LIMIT = int(os.environ.get("HANDOFF_CALLBACK_REFUSAL_LIMIT", 60))
+HANDOFF_CALLBACK_REFUSAL_WINDOW_SECONDS = int(os.environ.get("HANDOFF_CALLBACK_REFUSAL_WINDOW_SECONDS", 60))
 # HubSpot v3 signatures older than this are refused (HubSpot documents 5 minutes).
 HANDOFF_SIGNATURE_MAX_AGE_SECONDS = 300
 # The loopback sandboxes of the external systems (demo and tests only).

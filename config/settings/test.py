@@ -21,6 +21,9 @@ _test_redis = os.environ.get("TEST_REDIS_URL") or REDIS_URL.rsplit("/", 1)[0] + 
 RQ_QUEUES = {name: {"URL": _test_redis, "DEFAULT_TIMEOUT": 600} for name in ("high", "default", "low")}
 REDIS_URL = _test_redis
 HANDOFF_HTTP_TIMEOUT = 5
+# tests that send many refused callbacks in one test (schemathesis, the fuzz test) check the refusals themselves;
+# the limit's own tests (tests/security/test_refused_callbacks.py) set it low
+HANDOFF_CALLBACK_REFUSAL_LIMIT = 1000
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405  (live-server threads must not keep connections open)
 # No worker runs beside most tests: readiness must not depend on one here (tests/platform starts real ones)
 HANDOFF_MIN_LIVE_WORKERS = 0
