@@ -18,8 +18,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from apps.connectors import standard_webhooks
-from apps.connectors.hubspot import signature_v3
+from apps.connectors.standard_webhooks.signature import signed_headers
+from apps.connectors.hubspot.inbound import signature_v3
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sandbox.stripe.webhooks import signature_header
 from apps.sync.bulk import bulk_preview
@@ -99,7 +99,7 @@ def _sign(kind: str, uri: str, body: bytes) -> dict:
         return {"X-HubSpot-Signature-v3": signature_v3(HUBSPOT_SECRET, "POST", uri, body, ts),
                 "X-HubSpot-Request-Timestamp": ts}
     if kind in ("kantata", "netsuite"):
-        return standard_webhooks.signed_headers(INBOUND_SECRETS[kind], f"msg_{uuid.uuid4().hex}", body)
+        return signed_headers(INBOUND_SECRETS[kind], f"msg_{uuid.uuid4().hex}", body)
     if kind == "stripe":
         return {"Stripe-Signature": signature_header(INBOUND_SECRETS["stripe"], body.decode("utf-8", "replace"))}
     return {}

@@ -12,7 +12,6 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from apps.connectors import hubspot
 from apps.core.logging import JsonFormatter
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sync import refusals
