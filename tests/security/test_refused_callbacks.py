@@ -12,6 +12,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from apps.connectors.hubspot import inbound as hubspot_inbound
 from apps.core.logging import JsonFormatter
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sync import refusals
@@ -159,7 +160,7 @@ def test_an_unexpected_error_is_a_stored_400_with_a_correlation_id(client, conne
     def broken_parser(conn, data):
         raise ZeroDivisionError("a bug nobody foresaw")
 
-    monkeypatch.setattr(hubspot, "parse_events", broken_parser)
+    monkeypatch.setattr(hubspot_inbound, "parse_events", broken_parser)
     caplog.handler.setFormatter(JsonFormatter())  # as production writes it: with the context of the block
     response = post_hubspot(client, [deal_event()])
 
