@@ -55,15 +55,16 @@ def hubspot_headers(secret: str, uri: str, body: bytes, ts: str | None = None) -
 
 
 def post_hubspot(client, body, *, secret=HUBSPOT_SECRET, ts=None, sig=None, content_type="application/json",
-                 uri=HUBSPOT_URI, path=HUBSPOT_PATH, headers=True):
+                 uri=HUBSPOT_URI, path=HUBSPOT_PATH, headers=True, **meta):
     """POST a HubSpot webhook (a list of events or raw bytes), signed over the exact bytes sent unless `sig` says
-    otherwise; `headers=False` sends no signature headers at all."""
+    otherwise; `headers=False` sends no signature headers at all; `meta` adds request headers (HTTP_… keys)."""
     if not isinstance(body, bytes):
         body = json.dumps(body).encode()
     ts = now_ms() if ts is None else ts
     sig = signature_v3(secret, "POST", uri, body, ts) if sig is None else sig
-    extra = {"HTTP_X_HUBSPOT_SIGNATURE_V3": sig, "HTTP_X_HUBSPOT_REQUEST_TIMESTAMP": ts} if headers else {}
-    return client.post(path, data=body, content_type=content_type, **extra)
+    if headers:
+        meta.update(HTTP_X_HUBSPOT_SIGNATURE_V3=sig, HTTP_X_HUBSPOT_REQUEST_TIMESTAMP=ts)
+    return client.post(path, data=body, content_type=content_type, **meta)
 
 
 # ------------------------------------------------------------------ Salesforce (Outbound Messages)

@@ -5,6 +5,7 @@ request that fails them is refused with 401 and stored as a rejection the integr
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -114,8 +115,8 @@ def test_it_records_a_deal_stage_that_is_not_closed_won_as_ignored(api, connecti
 
 def test_a_mixed_batch_accepts_the_closed_won_deal_and_ignores_the_rest(api, connections):
     response = post_hubspot(api, [deal_event(event_id=1, deal_id=10),
-                                     deal_event(event_id=2, deal_id=11, stage="qualifiedtobuy"),
-                                     {"eventId": 3, "subscriptionType": "company.creation", "objectId": 4}])
+                                  deal_event(event_id=2, deal_id=11, stage="qualifiedtobuy"),
+                                  {"eventId": 3, "subscriptionType": "company.creation", "objectId": 4}])
 
     assert response.status_code == 202
     assert json.loads(response.content) == {"accepted": 1, "duplicates": 0, "ignored": 2}

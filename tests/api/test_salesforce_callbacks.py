@@ -65,7 +65,7 @@ def test_it_rejects_an_outbound_message_from_another_org(api, connections):
 
 def test_it_rejects_an_org_id_that_differs_only_in_case(api, connections):
     response = post_salesforce(api, outbound([("04l1", opportunity_fields())],
-                                                org_id=SALESFORCE_ORG[:15].lower() + SALESFORCE_ORG[15:]))
+                                             org_id=SALESFORCE_ORG[:15].lower() + SALESFORCE_ORG[15:]))
 
     assert_only_rejection(response, 401, connection="salesforce")
 

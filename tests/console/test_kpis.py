@@ -5,6 +5,7 @@ data sets — the period and its defaults, the charts, and who may export the au
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, timedelta
 from decimal import Decimal
 

@@ -3,6 +3,7 @@ hand-made data sets), records of a stage that no longer exists, a constant numbe
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest

@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group
 
 from apps.sync.models import AuditEntry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_production_settings_pass_check_deploy_with_no_warning():

@@ -287,8 +287,8 @@ def test_a_record_costs_a_bounded_number_of_sql_statements_and_its_calls_are_log
         counts = engine.drain("default")
     assert counts["succeeded"] == 6
     statements = [x for x in q.captured_queries if x["sql"] not in ("BEGIN", "COMMIT")]
-    # 7 a record (36 before the engine batched its writes, 11 before its hot writes were plain SQL), plus what a
-    # drain reads once: claims, connections, reference data
+    # 7 a record — the engine batches a stage's writes and makes its hot writes plain SQL, so the statements per
+    # record stay constant — plus what a drain reads once: claims, connections, reference data
     assert len(statements) <= 7 * 6 + 10, len(statements)
     assert sum(x["sql"] == "COMMIT" for x in q.captured_queries) <= 2 + 2 * 6  # two claims, canonical writes, the record
     record = SyncRecord.objects.order_by("pk").first()
