@@ -170,20 +170,23 @@ def rate_card(name: str = "Standard USD 2026", currency: str = "USD") -> RateCar
 
 def engagement(*, code: str | None = None, name: str | None = None, currency="USD", le: str | None = None,
                contract_type="t_and_m", value="100000.00", fee=None, start=date(2026, 1, 1), end=date(2026, 12, 31),
-               customer: Customer | None = None, customer_name: str = "", opportunity: tuple[str, str] | None = None,
-               billing_schedule="monthly in arrears", card: RateCard | None = None) -> Engagement:
+               customer: Customer | None = None, customer_name: str = "", tax_id: str = "", terms="NET30",
+               opportunity: tuple[str, str] | None = None, billing_schedule="monthly in arrears",
+               channel="erp", card: RateCard | None = None, status="active", tm_cap=None,
+               markup=None) -> Engagement:
     """An engagement and its customer as canonical rows only (nothing in the sandboxes). Without `code` it gets
     ENG-<pk>; without `le` the legal entity of its currency; `opportunity` = (CRM system, id) links it."""
     legal = LegalEntity.objects.get(code=le or LE_FOR[currency])
     name = name or (f"{code} project" if code else "Acme rollout")
     customer = customer or Customer.objects.create(
         name=customer_name or (f"Customer of {code}" if code else f"{name} Customer {next(_seq)}"),
-        tax_id=f"12-{1000000 + next(_seq)}", country=legal.country, currency=currency, legal_entity=legal,
-        payment_terms=PaymentTerms.objects.get(code="NET30"))
+        tax_id=tax_id or f"12-{1000000 + next(_seq)}", country=legal.country, currency=currency, legal_entity=legal,
+        payment_terms=PaymentTerms.objects.get(code=terms))
     e = Engagement(name=name, customer=customer, legal_entity=legal, contract_type=contract_type,
                    contract_value=Decimal(value), currency=currency, start_date=start, end_date=end,
-                   billing_schedule=billing_schedule, rate_card=card, correlation_id=uuid.uuid4(),
-                   retainer_fee=D(fee) if fee is not None else None, code=code or f"TMP-{uuid.uuid4().hex[:20]}")
+                   billing_schedule=billing_schedule, billing_channel=channel, rate_card=card,
+                   correlation_id=uuid.uuid4(), retainer_fee=D(fee) if fee is not None else None, status=status,
+                   tm_cap=tm_cap, expense_markup_pct=markup, code=code or f"TMP-{uuid.uuid4().hex[:20]}")
     e.save()
     if not code:
         e.code = f"ENG-{e.pk:06d}"
@@ -199,16 +202,11 @@ def linked_engagement(*, contract_type="milestone", currency="USD", legal_entity
     """A customer and engagement as quote-to-project leaves them, with sandbox objects behind every link: the
     Kantata workspace, the NetSuite customer and job (`in_erp`), the CRM account and opportunity (`crm`)."""
     n = next(_seq)
-    le = LegalEntity.objects.get(code=legal_entity)
-    customer = Customer.objects.create(name=name or f"Milestone Customer {n} {uuid.uuid4().hex[:6]}",
-                                       tax_id=f"12-{1000000 + n}", country=le.country, currency=currency,
-                                       legal_entity=le, payment_terms=PaymentTerms.objects.get(code=terms))
-    e = Engagement(name=f"{customer.name} — rollout", customer=customer, legal_entity=le, contract_type=contract_type,
-                   contract_value=Decimal(contract_value), currency=currency, billing_schedule=billing_schedule,
-                   billing_channel=channel, correlation_id=uuid.uuid4(), code=f"TMP-{uuid.uuid4().hex[:20]}")
-    e.save()
-    e.code = f"ENG-{e.pk:06d}"
-    e.save(update_fields=["code"])
+    customer_name = name or f"Milestone Customer {n} {uuid.uuid4().hex[:6]}"
+    e = engagement(name=f"{customer_name} — rollout", customer_name=customer_name, tax_id=f"12-{1000000 + n}",
+                   currency=currency, le=legal_entity, contract_type=contract_type, value=contract_value,
+                   start=None, end=None, billing_schedule=billing_schedule, channel=channel, terms=terms)
+    customer = e.customer
     external_id_link(obj=e, system="kantata", object_type="workspace", external_id=workspace or f"ws-{e.pk}")
     if in_erp:
         ns_customer = SandboxObject.objects.create(system="netsuite", object_type="customer",
@@ -257,14 +255,9 @@ def psa_engagement(*, code: str, workspace: str | None, legal_entity: str = "US0
                    markup: Decimal | None = None, customer: Customer | None = None, erp_job: bool = True) -> Engagement:
     """An engagement that time is recorded against: linked to its Kantata workspace and (`erp_job`) with the job
     quote-to-project created for it in the NetSuite sandbox."""
-    le = LegalEntity.objects.get(code=legal_entity)
-    customer = customer or Customer.objects.create(
-        name=f"Customer of {code}", tax_id="12-3456789", country=le.country, currency=currency, legal_entity=le,
-        payment_terms=PaymentTerms.objects.get(code="NET30"))
-    eng = Engagement.objects.create(
-        code=code, name=f"{code} delivery", customer=customer, legal_entity=le, contract_type=contract_type,
-        contract_value=Decimal("500000.00"), currency=currency, start_date=start, end_date=end, rate_card=rate_card,
-        correlation_id=uuid.uuid4(), status=status, tm_cap=tm_cap, expense_markup_pct=markup)
+    eng = engagement(code=code, name=f"{code} delivery", customer=customer, tax_id="12-3456789", currency=currency,
+                     le=legal_entity, contract_type=contract_type, value="500000.00", start=start, end=end,
+                     billing_schedule="", card=rate_card, status=status, tm_cap=tm_cap, markup=markup)
     if workspace:
         external_id_link(obj=eng, system="kantata", object_type="workspace", external_id=workspace)
     if erp_job:
