@@ -109,7 +109,7 @@ def main() -> int:
         from django.contrib.auth.models import User
 
         from apps.console.bulk_views import _filtered_ids
-        from apps.sync import bulk
+        from apps.sync import bulk, bulk_run
         from apps.sync.models import BulkAction, SyncRecord
 
         if not args.external:
@@ -148,7 +148,7 @@ def main() -> int:
         if not args.no_run:
             job.cancel()  # run it here instead, timed (no worker listens to this Redis)
             t = time.perf_counter()
-            counts = bulk.bulk_run(b.pk)
+            counts = bulk_run.bulk_run(b.pk)
             figures["run_s"] = time.perf_counter() - t
             b = BulkAction.objects.get(pk=b.pk)
             pending = SyncRecord.objects.filter(pk__in=ids, status="pending", current_payload__legal_entity="US01")

@@ -136,7 +136,7 @@ class Generator:
                "error_signature", "search_keys", "sla_due_at", "sla_state", "sla_notified_state"]
 
     def __init__(self, *, records: int, held: int, connections: dict, assignees: dict, now: datetime):
-        from apps.sync import desk
+        from apps.sync import queue_columns as desk
 
         self.desk = desk
         self.rng = random.Random(SEED)

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -189,20 +190,103 @@ def cmd_run(argv: list[str]) -> int:
         manage("demo_setup")
         procs = ["web", "worker", "scheduler", "sandbox", "traffic"]
         say(f"starting {', '.join(procs)} (Ctrl-C stops everything)")
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile", *procs],
-                                cwd=ROOT)
-
-        def stop(signum, frame):  # honcho stops every process it started; we then stop the engines
-            proc.send_signal(signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        return proc.wait()
+        return Supervisor(read_procfile(ROOT / "Procfile", procs)).run()
     except KeyboardInterrupt:
         return 0
     finally:
         for s in started:
             s.stop()
+
+
+def read_procfile(path: Path, names: list[str]) -> dict[str, str]:
+    lines = dict(line.split(":", 1) for line in path.read_text().splitlines() if line.strip() and ":" in line
+                 and not line.startswith("#"))
+    return {name: lines[name].strip() for name in names}
+
+
+class Supervisor:
+    """Runs the Procfile's processes and restarts any that dies, after a pause that doubles (1 s … 30 s) while it
+    keeps dying young. One process dying stops nothing else (honcho stops everything when one exits: a worker
+    crash took the web down with it). Each process runs in its own session, and its whole process group is
+    killed when it dies or stops — RQ and gunicorn fork children, and an orphan left holding the output pipe or a
+    port would outlive the process it belongs to. Ctrl-C / SIGTERM stop every process (SIGTERM, then SIGKILL
+    after 10 s)."""
+
+    FIRST_PAUSE, MAX_PAUSE, STABLE_AFTER = 1.0, 30.0, 60.0
+
+    def __init__(self, commands: dict[str, str]):
+        self.commands = commands
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, float] = {}
+        self.pause = {name: self.FIRST_PAUSE for name in commands}
+        self.restart_at: dict[str, float] = {}
+        self.stopping = False
+        self.width = max(map(len, commands))
+
+    def start(self, name: str) -> None:
+        proc = subprocess.Popen(["/bin/sh", "-c", f"exec {self.commands[name]}"], cwd=ROOT, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[name], self.started[name] = proc, time.monotonic()
+        threading.Thread(target=self._relay, args=(name, proc), daemon=True).start()
+        self._say(name, f"started (pid {proc.pid})")
+
+    def _relay(self, name: str, proc: subprocess.Popen) -> None:
+        for line in iter(proc.stdout.readline, b""):
+            sys.stdout.write(f"{name:<{self.width}} | {line.decode(errors='replace')}")
+            sys.stdout.flush()
+
+    def _say(self, name: str, msg: str) -> None:
+        print(f"{name:<{self.width}} | ==> {msg}", flush=True)
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def run(self) -> int:
+        def stop(signum, frame):
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        for name in self.commands:
+            self.start(name)
+        while not self.stopping:
+            time.sleep(0.2)
+            self.tick()
+        return self.shutdown()
+
+    def tick(self) -> None:
+        """Restart what is due for a restart; schedule a restart for what died since the last tick."""
+        now = time.monotonic()
+        for name, proc in list(self.procs.items()):
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    self.start(name)
+                continue
+            if proc.poll() is None:
+                continue
+            self._kill_group(proc, signal.SIGKILL)  # its children (a forked RQ or gunicorn child) go too
+            if now - self.started[name] > self.STABLE_AFTER:
+                self.pause[name] = self.FIRST_PAUSE
+            self._say(name, f"exited with {proc.returncode}; restarting in {self.pause[name]:.0f} s")
+            self.restart_at[name] = now + self.pause[name]
+            self.pause[name] = min(self.pause[name] * 2, self.MAX_PAUSE)
+
+    def shutdown(self) -> int:
+        for proc in self.procs.values():
+            self._kill_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._say(name, "did not stop in 10 s: killed")
+            self._kill_group(proc, signal.SIGKILL)
+        return 0
 
 
 def ensure_browser() -> None:
@@ -239,12 +323,18 @@ def cmd_services(argv: list[str]) -> int:
     return 0
 
 
+def cmd_supervise(argv: list[str]) -> int:
+    """Run the named Procfile processes under the Supervisor, with the environment as it is (no engines started,
+    no migration): what `run` does after its set-up, for a host without a process manager of its own."""
+    return Supervisor(read_procfile(ROOT / "Procfile", argv)).run()
+
+
 def main() -> int:
     # Procfile commands (python, gunicorn) must resolve to this environment's
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ.setdefault("XDG_RUNTIME_DIR", str(ROOT / ".data"))
     cmd, argv = sys.argv[1], sys.argv[2:]
-    return {"run": cmd_run, "test": cmd_test, "services": cmd_services}[cmd](argv)
+    return {"run": cmd_run, "test": cmd_test, "services": cmd_services, "supervise": cmd_supervise}[cmd](argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, re_path
+from django.urls import URLPattern, include, path, re_path
+from django_rq import urls as rq_urls
 
 from apps.core import views as core_views
+from apps.core.csp import third_party
+
+rq_dashboard = ([URLPattern(p.pattern, third_party(p.callback), p.default_args, p.name)
+                 for p in rq_urls.urlpatterns], rq_urls.app_name)
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
@@ -11,7 +16,7 @@ urlpatterns = [
     path("metrics", core_views.metrics, name="metrics"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("admin/rq/", include("django_rq.urls")),
+    path("admin/rq/", include(rq_dashboard)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("apps.api.urls")),
     path("forecast/", include("apps.forecast.urls")),

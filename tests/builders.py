@@ -93,7 +93,7 @@ def held_record(connections, *, status="held", reason_code="missing_legal_entity
                 message=None, owner_team="pmo", title=None, payload=None, stage="validate") -> SyncRecord:
     """One quote-to-project record as the engine leaves it when it holds it, with the columns the engine derives
     (search keys, error signature)."""
-    from apps.sync.desk import error_signature, search_keys
+    from apps.sync.queue_columns import error_signature, search_keys
 
     payload = payload or opportunity_payload()
     held = status in ("held", "dead")
@@ -137,7 +137,8 @@ def held_records(connections, n: int = 1, *, status="held", reason="missing_lega
 
 def fix_post(record: SyncRecord, action: str, **changes) -> dict:
     """What the browser posts from the fix form: every field as shown, with `changes` typed over it."""
-    from apps.sync.workflows.quote_to_project import FIX_FIELDS, get_path
+    from apps.sync.payload import get_path
+    from apps.sync.workflows.quote_to_project import FIX_FIELDS
 
     data = {p.replace(".", "__"): get_path(record.current_payload, p) or "" for p in FIX_FIELDS}
     data.update({k.replace(".", "__"): v for k, v in changes.items()})

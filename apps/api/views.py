@@ -8,11 +8,23 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.views import APIView
 
 from apps.sync import intake
 from apps.sync.models import InboundEvent, SyncRecord
+from apps.sync.privacy import masked, may_see_personal_data
+
+
+def needs(perm: str) -> list[type[BasePermission]]:
+    """Permission classes for a read endpoint: logged in (401/403 otherwise) and holding `perm` (the console's
+    rule for the same data, apps/core/roles.py)."""
+
+    class HasPerm(BasePermission):
+        def has_permission(self, request, view):
+            return request.user.has_perm(perm)
+
+    return [IsAuthenticated, HasPerm]
 
 
 class RawParser(BaseParser):
@@ -194,12 +206,9 @@ class RecordSerializer(serializers.ModelSerializer):
         """Tax ids are personal data: masked for users without sync.view_personal_data (viewers)."""
         data = super().to_representation(instance)
         request = self.context.get("request")
-        if request is not None and not request.user.has_perm("sync.view_personal_data"):
-            from apps.console.templatetags.console_tags import MASK, personal_values
-
-            for secret in personal_values(instance):
-                for key in ("message", "title"):
-                    data[key] = (data[key] or "").replace(secret, MASK)
+        if request is not None and not may_see_personal_data(request.user):
+            for key in ("message", "title"):
+                data[key] = masked(data[key] or "", instance)
         return data
 
 
@@ -217,6 +226,7 @@ class RecordList(generics.ListAPIView):
     """Sync records, newest first; filter with ?status=held&workflow=quote_to_project&reason_code=…"""
 
     serializer_class = RecordSerializer
+    permission_classes = needs("sync.view_syncrecord")
 
     @extend_schema(tags=["records"], parameters=[
         OpenApiParameter("status", str), OpenApiParameter("workflow", str), OpenApiParameter("reason_code", str),
@@ -234,6 +244,7 @@ class RecordList(generics.ListAPIView):
 
 class RecordDetail(generics.RetrieveAPIView):
     serializer_class = RecordSerializer
+    permission_classes = needs("sync.view_syncrecord")
     queryset = SyncRecord.objects.select_related("source_connection")
 
     @extend_schema(tags=["records"], responses={
@@ -254,6 +265,7 @@ class EventList(generics.ListAPIView):
     """Inbound events as received, including every rejection and why (?status=rejected)."""
 
     serializer_class = EventSerializer
+    permission_classes = needs("sync.view_inboundevent")  # rejected callbacks: integration admins only
 
     @extend_schema(tags=["events"], parameters=[OpenApiParameter("status", str)],
                    responses={200: EventSerializer(many=True), **READ_ERRORS})

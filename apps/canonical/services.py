@@ -10,8 +10,9 @@ from __future__ import annotations
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, models
 from django.db.models.functions import Upper
+from django.utils import timezone
 
-from .models import Customer, Engagement, ExternalId
+from .models import Customer, Engagement, ExternalId, Milestone
 from .ownership import assert_may_write
 
 LINK_CONFLICT = "ON CONFLICT (content_type_id, object_id, system, object_type) DO UPDATE SET external_id = " \
@@ -172,3 +173,23 @@ def engagement_upsert_from_opportunity(*, source_role: str, system: str, opportu
     engagement.save()
     external_id_link(obj=engagement, system=system, object_type="opportunity", external_id=opportunity_id)
     return engagement
+
+
+def milestone_complete(*, engagement: Engagement, source_key: str, fields: dict, source_role: str) -> Milestone:
+    """The PSA completed a milestone: upsert it (by engagement and PSA key) as completed; one already invoiced
+    stays invoiced, so a redelivered completion never invoices it twice."""
+    assert_may_write("milestone", source_role)
+    milestone, created = Milestone.objects.get_or_create(engagement=engagement, source_key=source_key,
+                                                         defaults={**fields, "status": Milestone.Status.COMPLETED})
+    if not created:
+        for k, v in fields.items():
+            setattr(milestone, k, v)
+        if milestone.status != Milestone.Status.INVOICED:
+            milestone.status = Milestone.Status.COMPLETED
+        milestone.save()
+    return milestone
+
+
+def milestone_mark_invoiced(*, milestone_pk: int) -> None:
+    """Its invoice is recorded: a later completion of the same milestone keeps it invoiced."""
+    Milestone.objects.filter(pk=milestone_pk).update(status=Milestone.Status.INVOICED, updated_at=timezone.now())

@@ -111,7 +111,7 @@ def _modified(envelope: dict, data: dict, action: str, what: str) -> str:
 
 
 def _spec(conn, event_id: str, envelope: dict, payload: dict, key: str) -> EventSpec:
-    from apps.sync.workflows.time_to_billing import entry_title
+    from apps.finance.billable import entry_title
 
     return EventSpec(event_id=event_id, event_type=envelope["type"], body=envelope, workflow=WORKFLOW,
                      source_key=f"{key}:{payload['entry_id']}", title=entry_title(payload)[:300], payload=payload)

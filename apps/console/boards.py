@@ -25,8 +25,8 @@ from django.views.decorators.http import require_POST, require_safe
 from apps.sandbox.faults import DEFAULT_TOKENS
 from apps.sandbox.models import SandboxSystem
 from apps.sync import sweeper, wakeup
-from apps.sync.engine import QUEUE_PRIORITIES
 from apps.sync.models import AuditEntry, Connection
+from apps.sync.wakeup import QUEUE_PRIORITIES
 
 from . import charts, kpis
 

@@ -10,8 +10,6 @@ changes until the creator confirms.
 
 from __future__ import annotations
 
-import inspect
-import logging
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -22,14 +20,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from apps.canonical.models import CURRENCIES, Engagement, LegalEntity, PaymentTerms
 from apps.sync import bulk as bulk_service
-from apps.sync.desk import TEAM_GROUPS, NotAllowed
-from apps.sync.models import BulkAction, SyncRecord
-from apps.sync.workflows.base import field_label
-from apps.sync.workflows.quote_to_project import FIX_FIELDS
+from apps.sync.bulk_checks import fix_fields_for
+from apps.sync.bulk_run import failures_of
+from apps.sync.desk import TEAM_GROUPS
+from apps.sync.errors import NotAllowed
+from apps.sync.models import BulkAction
+from apps.sync.payload import field_label
 
-log = logging.getLogger("handoff.console.bulk")
+from .forms import fix_choices
+from .queue import held_queryset
 
 ACTION_LABELS = {
     "resubmit": "Resubmit",
@@ -60,33 +60,8 @@ def _queue_url(filter_query: str) -> str:
 def _filtered_ids(filter_query: str, user) -> list[int]:
     """Every held record the queue's filter selects for this user — what "all matching" in the queue showed —
     at most one more than a bulk action takes."""
-    params = QueryDict(filter_query or "").dict()
-    try:
-        from apps.console.queue import held_queryset
-    except ImportError as exc:  # the queue module is not there (yet): filter like the exceptions view does
-        log.warning("apps.console.queue.held_queryset unavailable (%s); using the bulk view's own filter", exc)
-        qs = _fallback_held_queryset(params)
-    else:
-        # the queue applies the user's default team when the filter names none: pass the user when it can
-        takes_user = "user" in inspect.signature(held_queryset).parameters
-        qs = held_queryset(params, user=user) if takes_user else held_queryset(params)
+    qs = held_queryset(QueryDict(filter_query or "").dict(), user=user)
     return list(qs.values_list("id", flat=True)[: bulk_service.MAX_RECORDS + 1])
-
-
-def _fallback_held_queryset(params):
-    from django.db.models import Q
-
-    qs = SyncRecord.objects.filter(status__in=SyncRecord.ACTIONABLE)
-    if params.get("workflow"):
-        qs = qs.filter(workflow=params["workflow"])
-    if params.get("reason"):
-        qs = qs.filter(reason_code=params["reason"])
-    if params.get("team"):
-        qs = qs.filter(owner_team=params["team"])
-    if params.get("q"):
-        q = params["q"]
-        qs = qs.filter(Q(title__icontains=q) | Q(source_key__icontains=q) | Q(message__icontains=q))
-    return qs.order_by("priority", "held_at", "id")
 
 
 def _posted_ids(post) -> list[str]:
@@ -125,7 +100,7 @@ def _progress_context(bulk: BulkAction) -> dict:
         "back_url": _queue_url(bulk.filter_query),
         "percent": int(100 * bulk.done / bulk.total) if bulk.total else 0,
         "running": bulk.status in (BulkAction.Status.QUEUED, BulkAction.Status.RUNNING),
-        "failures": bulk_service.failures_of(bulk),
+        "failures": failures_of(bulk),
         "errors": [e for e in (bulk.log or []) if isinstance(e, dict) and "error" in e],
     }
 
@@ -140,20 +115,16 @@ def _has_params(action: str, params: dict) -> bool:
     return True
 
 
-def _params_form(action: str, *, all_matching: bool, ids: list[str], filter_query: str, params: dict) -> dict:
-    """What the parameters step needs: the selection carried along, and the inputs of the chosen action."""
+def _params_form(action: str, *, all_matching: bool, ids: list[str], filter_query: str, params: dict,
+                 workflows: set[str]) -> dict:
+    """What the parameters step needs: the selection carried along, and the inputs of the chosen action (for a
+    fix, the fields the selected records' workflows offer)."""
     form = {"action": action, "all_matching": all_matching, "ids": ids, "filter": filter_query,
             "values": params, "label": ACTION_LABELS.get(action, action)}
     if action == "fix":
-        choices = {
-            "legal_entity": [(le.code, str(le)) for le in LegalEntity.objects.filter(active=True)],
-            "currency": [(c, c) for c in CURRENCIES],
-            "billing_terms": [(t.code, f"{t.code} — {t.name}") for t in PaymentTerms.objects.all()],
-            "contract_type": list(Engagement.ContractType.choices),
-        }
         form["fields"] = [{"name": "fix__" + path.replace(".", "__"), "label": field_label(path),
-                           "choices": choices.get(path), "value": params["changes"].get(path, "")}
-                          for path in FIX_FIELDS if path != "duplicate_resolution"]
+                           "choices": fix_choices(path), "value": params["changes"].get(path, "")}
+                          for path in fix_fields_for(workflows)]
     elif action == "assign":
         form["users"] = list(get_user_model().objects.filter(is_active=True, groups__name__in=TEAM_GROUPS)
                              .distinct().order_by("username").values_list("username", flat=True))
@@ -172,13 +143,15 @@ def bulk_preview(request):
     params = _posted_params(request.POST)
     back_url = _queue_url(filter_query)
     form = None
-    if action in ("fix", "assign", "ignore") and (all_matching or posted_ids):
-        form = _params_form(action, all_matching=all_matching, ids=posted_ids, filter_query=filter_query,
-                            params=params)
-        if not _has_params(action, params):
-            return render(request, "console/bulk.html", _context(request, None, params_form=form, back_url=back_url))
     try:
         ids = _filtered_ids(filter_query, request.user) if all_matching else posted_ids
+        if action in ("fix", "assign", "ignore") and (all_matching or posted_ids):
+            workflows = bulk_service.workflows_of(bulk_service.unique_ids(ids)) if action == "fix" else set()
+            form = _params_form(action, all_matching=all_matching, ids=posted_ids, filter_query=filter_query,
+                                params=params, workflows=workflows)
+            if not _has_params(action, params):
+                return render(request, "console/bulk.html",
+                              _context(request, None, params_form=form, back_url=back_url))
         bulk = bulk_service.bulk_preview(actor=request.user, action=action, record_ids=ids, params=params,
                                          filter_query=filter_query)
     except NotAllowed as exc:

@@ -6,8 +6,21 @@ from django import forms
 
 from apps.canonical.models import CURRENCIES, Engagement, LegalEntity, PaymentTerms
 from apps.canonical.services import customer_find_duplicates
-from apps.sync.workflows.base import field_label
-from apps.sync.workflows.quote_to_project import get_path
+from apps.sync.payload import field_label, get_path
+
+
+def fix_choices(path: str) -> list[tuple[str, str]] | None:
+    """The valid values of a fix field where Handoff knows them (None: free text), for the record's fix form and
+    the bulk fix form alike."""
+    if path == "legal_entity":
+        return [(le.code, str(le)) for le in LegalEntity.objects.filter(active=True)]
+    if path == "billing_terms":
+        return [(t.code, f"{t.code} — {t.name}") for t in PaymentTerms.objects.all()]
+    if path == "currency":
+        return [(c, c) for c in CURRENCIES]
+    if path == "contract_type":
+        return list(Engagement.ContractType.choices)
+    return None
 
 
 def _field_name(path: str) -> str:
@@ -28,23 +41,12 @@ class FixForm(forms.Form):
             label = field_label(path).capitalize()
             initial = get_path(payload, path) or ""
             name = _field_name(path)
-            if path == "legal_entity":
-                choices = [("", "—")] + [(le.code, str(le)) for le in LegalEntity.objects.filter(active=True)]
+            choices = fix_choices(path)
+            if choices is not None:
+                choices = [("", "—")] + choices
                 if initial and initial not in dict(choices):
                     choices.append((initial, f"{initial} (unknown)"))
                 field = forms.ChoiceField(choices=choices, required=False)
-            elif path == "billing_terms":
-                choices = [("", "—")] + [(t.code, f"{t.code} — {t.name}") for t in PaymentTerms.objects.all()]
-                if initial and initial not in dict(choices):
-                    choices.append((initial, f"{initial} (unknown)"))
-                field = forms.ChoiceField(choices=choices, required=False)
-            elif path == "currency":
-                choices = [("", "—")] + [(c, c) for c in CURRENCIES]
-                if initial and initial not in CURRENCIES:
-                    choices.append((initial, f"{initial} (unknown)"))
-                field = forms.ChoiceField(choices=choices, required=False)
-            elif path == "contract_type":
-                field = forms.ChoiceField(choices=[("", "—")] + list(Engagement.ContractType.choices), required=False)
             elif path == "duplicate_resolution":
                 account = payload.get("account") or {}
                 dups = customer_find_duplicates(name=account.get("name", ""), tax_id=account.get("tax_id", ""))[:5]

@@ -15,7 +15,9 @@ from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from apps.sync.models import SyncRecord
+from apps.sync.models import Connection, SyncRecord
+from apps.sync.privacy import may_see_personal_data, personal_match
+
 
 AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "24h": timedelta(hours=24), "3d": timedelta(days=3),
         "7d": timedelta(days=7)}
@@ -31,6 +33,9 @@ SORTS = {
 FILTER_KEYS = ["workflow", "stage", "reason", "source", "target", "team", "assignee", "priority", "sla", "age",
                "amount_min", "amount_max", "q", "status", "signature"]
 FACETS = ["reason_code", "workflow", "owner_team", "priority", "sla_state"]
+# a held record's target_system is the system that refused it (a connection kind) or, when one of Handoff's own
+# rules held it, the role of the system its stage calls
+TARGETS = [*Connection.Kind.values, *Connection.Role.values]
 
 
 class CountedPaginator(Paginator):
@@ -73,13 +78,16 @@ def _decimal(value: str):
         return None
 
 
-def search_filter(q: str) -> Q:
-    """Any id (exact, case-free) or part of a title / customer name."""
+def search_filter(q: str, user=None) -> Q:
+    """Any id (exact, case-free) or part of a title / customer name; for a user who sees personal data masked,
+    never a match on it (the hit would confirm it)."""
     q = q.strip()
     key = q.upper()[:200]
     cond = Q(search_keys__contains=[key])
     if len(q) >= 3:
         cond |= Q(title_upper__contains=key)
+    if user is not None and not may_see_personal_data(user):
+        cond &= ~personal_match(key)
     return cond
 
 
@@ -118,7 +126,7 @@ def held_queryset(params: dict, user=None) -> QuerySet:
     if (v := _decimal(p.get("amount_max"))) is not None:
         qs = qs.filter(amount__lte=v)
     if q := p.get("q"):
-        qs = with_title_upper(qs).filter(search_filter(q))
+        qs = with_title_upper(qs).filter(search_filter(q, user))
     return qs
 
 
@@ -198,7 +206,7 @@ def facets_and_groups(qs: QuerySet, limit: int = 100) -> tuple[dict[str, list[tu
                          "currency": currency_min if currency_min == currency_max else "mixed currencies",
                          "sample_id": sample_id})
     samples = dict(SyncRecord.objects.filter(id__in=[r["sample_id"] for r in rows]).values_list("id", "message"))
-    from apps.sync.desk import normalise_message
+    from apps.sync.queue_columns import normalise_message
 
     for r in rows:
         r["message"] = normalise_message(samples.get(r["sample_id"], ""))
@@ -210,7 +218,7 @@ def groups(qs: QuerySet, limit: int = 100) -> list[dict]:
     return facets_and_groups(qs, limit)[1]
 
 
-def global_search(q: str, limit: int = 50) -> list[SyncRecord]:
+def global_search(q: str, limit: int = 50, user=None) -> list[SyncRecord]:
     """Any record, any status, by any id or part of its title: held records and dead letters first (the ones a
     person can act on), then the others, each newest first.
 
@@ -219,7 +227,7 @@ def global_search(q: str, limit: int = 50) -> list[SyncRecord]:
     ("Acme": 1 record in 80, 125k of 10M) no longer fetches and sorts every matching row of the whole table."""
     if not q.strip():
         return []
-    base = with_title_upper(SyncRecord.objects.all()).filter(search_filter(q)).order_by("-updated_at", "-id")
+    base = with_title_upper(SyncRecord.objects.all()).filter(search_filter(q, user)).order_by("-updated_at", "-id")
     actionable = base.filter(status__in=SyncRecord.ACTIONABLE).values_list("id", flat=True)[:limit]
     others = base.exclude(status__in=SyncRecord.ACTIONABLE).values_list("id", flat=True)[:limit]
     ids = list(actionable.union(others, all=True).order_by()[:limit])

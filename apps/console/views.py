@@ -18,7 +18,7 @@ from apps.sync import desk, services
 from apps.sync.selectors import backlog
 from apps.sync.models import Connection, InboundEvent, SyncRecord, SyncRun
 from apps.sync.workflows.base import all_workflows, get_workflow
-from apps.sync.workflows.quote_to_project import get_path
+from apps.sync.payload import get_path
 
 from .forms import FixForm
 
@@ -88,6 +88,7 @@ def exceptions(request):
         "facets": facets, "workflows": all_workflows(), "teams": SyncRecord.Team.choices,
         "groups": grouped,
         "querystring": request.GET.urlencode(), "filter_qs": base.urlencode(), "ages": list(queue.AGES),
+        "targets": queue.TARGETS,
         "sources": Connection.objects.filter(role="crm").values_list("slug", flat=True),
         "can_bulk": request.user.has_perm("sync.resubmit_syncrecord"),
     }
@@ -100,7 +101,7 @@ def search(request):
     from . import queue
 
     q = request.GET.get("q", "").strip()
-    results = queue.global_search(q)
+    results = queue.global_search(q, user=request.user)
     if len(results) == 1 and request.GET.get("go"):
         return redirect("console:record", pk=results[0].pk)
     return render(request, "console/search.html", {"q": q, "results": results})
@@ -130,8 +131,7 @@ def _record_context(request, record: SyncRecord, form: FixForm | None = None, dr
         "trace": _trace(record),
         "sla_clocks": _sla_clocks(record),
         "can_act": can_act,
-        "can_comment": request.user.has_perm("sync.view_syncrecord") and request.user.has_perm(
-            "sync.resubmit_syncrecord"),
+        "can_comment": desk.can_comment(request.user),
         "team_users": _team_users(record) if can_act else [],
         "can_fix": can_act and record.status in SyncRecord.ACTIONABLE,
         "can_raw": can_raw,
@@ -147,7 +147,8 @@ def _trace(record: SyncRecord) -> dict:
     from apps.canonical.models import Customer, Engagement, ExternalId
 
     related = list(SyncRecord.objects.filter(correlation_id=record.correlation_id).exclude(pk=record.pk)
-                   .only("id", "workflow", "stage", "status", "title", "created_at").order_by("created_at"))
+                   .only("id", "workflow", "stage", "status", "title", "created_at", "original_payload",
+                         "current_payload").order_by("created_at"))  # the payloads: to mask personal data
     ids = []
     engagement = Engagement.objects.filter(correlation_id=record.correlation_id).select_related("customer").first()
     if engagement:
@@ -293,11 +294,13 @@ def _resubmit_raw(request, record: SyncRecord):
     return redirect("console:record", pk=record.pk)
 
 
+@permission_required("sync.view_syncrun", raise_exception=True)
 def runs(request):
     page = Paginator(SyncRun.objects.order_by("-created_at"), 50).get_page(request.GET.get("page"))
     return render(request, "console/runs.html", {"page": page})
 
 
+@permission_required("sync.view_inboundevent", raise_exception=True)
 def events(request):
     qs = InboundEvent.objects.order_by("-received_at", "-id")
     if status := request.GET.get("status"):

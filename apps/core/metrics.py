@@ -2,7 +2,7 @@
 
 Work is rows, so the backlog is measured on rows: `handoff_due_records` and `handoff_oldest_due_seconds` say how
 much is due and how long the oldest due record has waited, whatever Redis holds. Every scrape costs a constant
-number of queries (seven SQL statements and one pipelined Redis round trip), however much data there is.
+number of queries (seven SQL statements and three Redis round trips), however much data there is.
 
 Written by hand in the text exposition format 0.0.4 (no client library: the values are computed, not counted in
 the process, so several web processes all report the same numbers).
@@ -80,7 +80,8 @@ def _age(now, then) -> float:
 
 
 def collect(now=None) -> str:
-    from apps.sync.engine import PRIORITY_QUEUE, QUEUE_PRIORITIES, due_filter
+    from apps.sync.engine import due_filter
+    from apps.sync.wakeup import PRIORITY_QUEUE, QUEUE_PRIORITIES
     from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
     from apps.sync.workflows.base import all_workflows
 
@@ -199,7 +200,8 @@ def collect(now=None) -> str:
 def _redis(m: Exposition, queue_names: list[str]) -> None:
     import django_rq
     from redis.exceptions import RedisError
-    from rq.worker_registration import REDIS_WORKER_KEYS
+
+    from .workers import worker_liveness
 
     m.family("handoff_redis_up", "gauge", "1 when Redis answered this scrape")
     try:
@@ -208,8 +210,8 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
         for q in queues:
             pipe.llen(q.key)
             pipe.zcard(q.failed_job_registry.key)
-        pipe.scard(REDIS_WORKER_KEYS)
         values = pipe.execute()
+        live, dead = worker_liveness(queues[0].connection)
     except (RedisError, OSError):
         m.add("handoff_redis_up", 0)
         return
@@ -220,5 +222,8 @@ def _redis(m: Exposition, queue_names: list[str]) -> None:
         m.add("handoff_queue_depth", values[2 * i], {"queue": q.name})
     for i, q in enumerate(queues):
         m.add("handoff_rq_failed_jobs", values[2 * i + 1], {"queue": q.name})
-    m.family("handoff_rq_workers", "gauge", "RQ workers registered in Redis")
-    m.add("handoff_rq_workers", values[-1])
+    m.family("handoff_rq_workers", "gauge", "RQ workers with a live heartbeat (HANDOFF_WORKER_HEARTBEAT_TTL)")
+    m.add("handoff_rq_workers", len(live))
+    m.family("handoff_rq_workers_dead", "gauge",
+             "RQ workers still registered whose heartbeat stopped (killed, or wedged): not working")
+    m.add("handoff_rq_workers_dead", len(dead))

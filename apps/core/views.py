@@ -34,7 +34,10 @@ def redis_maxmemory_policy(conn) -> str:
 @never_cache
 @login_not_required
 def readyz(request):
-    """PostgreSQL and Redis are reachable, and Redis will not evict jobs: 200, else 503 saying what is wrong."""
+    """PostgreSQL and Redis are reachable, Redis will not evict jobs, and at least HANDOFF_MIN_LIVE_WORKERS workers
+    have a live heartbeat: 200, else 503 saying what is wrong (naming the workers whose heartbeat stopped)."""
+    from .workers import worker_liveness
+
     checks = {}
     try:
         with connection.cursor() as cur:
@@ -43,6 +46,7 @@ def readyz(request):
     except Exception as exc:  # any failure means not ready
         checks["database"] = f"error: {exc.__class__.__name__}"
     policy = "unknown"
+    extra = {}
     try:
         conn = django_rq.get_connection("default")
         conn.ping()
@@ -52,10 +56,14 @@ def readyz(request):
         else:
             checks["redis"] = (f"error: maxmemory-policy is {policy!r}; it must be {REQUIRED_REDIS_POLICY!r} "
                                f"(a queue must not be a cache: Redis could evict queued jobs)")
+        live, dead = worker_liveness(conn)
+        needed = settings.HANDOFF_MIN_LIVE_WORKERS
+        checks["workers"] = "ok" if len(live) >= needed else f"error: {len(live)} live, at least {needed} needed"
+        extra.update(workers_live=len(live), workers_dead=dead)
     except Exception as exc:
-        checks["redis"] = f"error: {exc.__class__.__name__}"
+        checks["workers" if "redis" in checks else "redis"] = f"error: {exc.__class__.__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", **checks, "redis_maxmemory_policy": policy},
+    return JsonResponse({"status": "ok" if ok else "unavailable", **checks, "redis_maxmemory_policy": policy, **extra},
                         status=200 if ok else 503)
 
 

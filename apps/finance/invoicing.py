@@ -49,7 +49,8 @@ MILESTONE_CONTRACTS = {"milestone", "fixed_fee"}
 
 @dataclass(frozen=True)
 class Finding:
-    """One reason a milestone is not ready to invoice (a Problem once the workflow has it)."""
+    """One reason a finance rule stops a line or a milestone, in a person's words, with the fields to fix (a
+    Problem once the workflow has it)."""
 
     reason: str
     message: str

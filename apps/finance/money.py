@@ -51,6 +51,16 @@ def to_decimal(value, what: str = "amount") -> Decimal:
     return d
 
 
+def to_decimal_or_none(value) -> Decimal | None:
+    """A payload's amount, or None when it is absent or not a finite number."""
+    if value in (None, ""):
+        return None
+    try:
+        return to_decimal(value)
+    except MoneyError:
+        return None
+
+
 @dataclass(frozen=True)
 class Converted:
     amount: Decimal

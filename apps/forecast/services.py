@@ -27,9 +27,8 @@ from django.utils import timezone
 
 from apps.finance.models import FinancePolicy
 from apps.sync.desk import user_teams
-from apps.sync.engine import PRIORITY_QUEUE
 from apps.sync.models import AuditEntry, Connection, SyncRecord
-from apps.sync.wakeup import wake
+from apps.sync.wakeup import PRIORITY_QUEUE, wake
 from apps.sync.workflows.base import get_workflow
 
 from .models import ForecastRefresh

@@ -30,6 +30,7 @@ from apps.finance.models import FinancePolicy
 from apps.finance.money import month_start
 from apps.sync import desk
 from apps.sync.models import AuditEntry, Connection, SyncRecord
+from apps.sync.record_states import held_fields, succeeded_fields
 from apps.sync.workflows import reconciliation as wf
 
 from . import figures, rules
@@ -224,17 +225,10 @@ def _in_range(key: str, run: ReconciliationRun) -> bool:
     return period is not None and run.period_from <= period <= run.period_to
 
 
-def _held_fields(record: SyncRecord, payload: dict, context: dict, now) -> dict:
-    from apps.sync.engine import summary_fields
-
-    msg = wf.message(payload)
-    return {
-        "stage": wf.STAGE, "status": SyncRecord.Status.HELD, "reason_code": wf.REASON, "message": msg,
-        "fault_fields": [], "failed_system": "", "system_message": "", "owner_team": wf.owner_team(wf.REASON),
-        "error_signature": desk.error_signature(wf.REASON, "", msg), "target_system": "erp", "held_at": now,
-        "completed_at": None, "attempts": 0, "next_attempt_at": None, "lease_token": None, "lease_expires_at": None,
-        "current_payload": payload, "context": context, **summary_fields(record, payload, context),
-    }
+def _held_fields(record: SyncRecord, payload: dict, context: dict, held_at) -> dict:
+    # the exception is about the ERP's figures, though Handoff's own rule raised it
+    return held_fields(wf.WORKFLOW, [wf.variance_problem(payload)], record=record, stage=wf.STAGE, payload=payload,
+                       context=context, held_at=held_at, target_system="erp")
 
 
 def _apply(record: SyncRecord, fields: dict) -> None:
@@ -332,9 +326,7 @@ def sync_exceptions(run: ReconciliationRun, results: dict, tolerance, engagement
                        "expected": None, "tolerance": str(tolerance)}
         before = {"status": r.status, "variance": r.current_payload.get("variance")}
         r.current_payload = payload
-        r.status, r.completed_at, r.next_attempt_at = SyncRecord.Status.SUCCEEDED, now, None
-        r.reason_code = r.message = r.failed_system = r.system_message = r.error_signature = ""
-        r.fault_fields = []
+        _apply(r, succeeded_fields(now=now))
         r.context = {**(r.context or {}), "resolved": {"at": now.isoformat(), "variance": payload["variance"],
                                                       "by": f"reconciliation run #{run.pk}"}}
         r.version += 1

@@ -21,7 +21,9 @@ from apps.connectors.inbound import EventSpec, Rejected
 from apps.core.logging import log_context
 
 from .models import Connection, InboundEvent, SyncRecord
-from .wakeup import wake
+from .record_states import reset_fields
+from .wakeup import PRIORITY_QUEUE, wake
+from .workflows.base import get_workflow
 
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp",
                 "SOAPAction", "Content-Length", "Stripe-Signature", "X-Handoff-Signature", "X-Handoff-Timestamp",
@@ -211,8 +213,6 @@ def process_inbox(limit: int = 1000) -> Counter:
 
     Events for the same source object apply in source order: the newest version (the source's modification
     time) wins, and an older event never overwrites a record built from newer data."""
-    from .workflows.base import get_workflow
-
     total: Counter = Counter()
     deferred: set[int] = set()  # events left for a later pass, because their record is being worked right now
     while True:
@@ -259,8 +259,7 @@ def process_inbox(limit: int = 1000) -> Counter:
                     # the new data; the context keeps the downstream ids, so the posted line is updated, not added
                     n = SyncRecord.objects.filter(pk=record.pk, status="succeeded").update(
                         original_payload=newest.payload, current_payload=newest.payload, title=newest.title,
-                        stage=wf.first_stage_on_restart or wf.stages[0].name, status=SyncRecord.Status.PENDING,
-                        next_attempt_at=now, attempts=0, completed_at=None,
+                        **reset_fields(stage=wf.first_stage_on_restart or wf.stages[0].name, now=now),
                         context={**record.context, "source_modified_at": _modified(newest)}, updated_at=now)
                     if n:
                         refreshed.append(record)
@@ -270,10 +269,8 @@ def process_inbox(limit: int = 1000) -> Counter:
                     n = SyncRecord.objects.filter(pk=record.pk, version=1,
                                                   status__in=["held", "pending", "retrying"]).update(
                         original_payload=newest.payload, current_payload=newest.payload, title=newest.title,
-                        stage=wf.stages[0].name, status=SyncRecord.Status.PENDING, next_attempt_at=now,
-                        attempts=0, context={"source_modified_at": _modified(newest)}, reason_code="",
-                        message="", fault_fields=[], failed_system="", system_message="", error_signature="",
-                        updated_at=now)
+                        **reset_fields(stage=wf.stages[0].name, now=now),
+                        context={"source_modified_at": _modified(newest)}, updated_at=now)
                     if n:
                         refreshed.append(record)
             # a concurrent inbox job may have created the same record: conflicts are ignored, then looked up
@@ -299,8 +296,6 @@ def process_inbox(limit: int = 1000) -> Counter:
             total["records"] += len(new_records)
             total["refreshed"] += len(refreshed)
             priorities = {r.priority for r in new_records} | {r.priority for r in refreshed}
-        from .engine import PRIORITY_QUEUE
-
         for p in priorities:
             wake(f"records:{PRIORITY_QUEUE[p]}")
         if fetched == limit and total["events"] + len(deferred) == limit:

@@ -273,10 +273,12 @@ class SyncRecord(models.Model):
 
 
 class Attempt(models.Model):
-    """One call made to an external system for a record: written before the call, completed after it."""
+    """One call made to an external system for a record. The engine keeps a run's calls in memory and writes them
+    in one INSERT … SELECT unnest(…) with the record's outcome (apps/sync/attempts.py), so a call made by a worker
+    that died before that commit is not on record; the record's next run makes it again, and that one is."""
 
     class Outcome(models.TextChoices):
-        STARTED = "started", "Started"  # still the value if the worker died during the call
+        STARTED = "started", "Started"  # no outcome was recorded: the client failed (a bug) before it finished
         OK = "ok", "OK"
         TRANSIENT = "transient", "Transient failure"
         PERMANENT = "permanent", "Permanent failure"

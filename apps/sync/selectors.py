@@ -7,8 +7,9 @@ from datetime import timedelta
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from .engine import PRIORITY_QUEUE, due_filter
+from .engine import due_filter
 from .models import Connection, InboundEvent, SyncRecord, SyncRun
+from .wakeup import PRIORITY_QUEUE
 
 RATE_WINDOW = timedelta(minutes=5)
 

@@ -8,26 +8,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .desk import NotAllowed, check_can_act  # noqa: F401  (NotAllowed is part of this module's API)
-from .engine import PRIORITY_QUEUE
+from .desk import check_can_act
+from .errors import Conflict, NotActionable, NotAllowed, StillInvalid
 from .models import AuditEntry, SyncRecord
-from .wakeup import wake
-from .workflows.base import Problem, get_workflow
-from .workflows.quote_to_project import get_path, normalise_fix, set_path
-
-
-class Conflict(Exception):
-    """Somebody else changed the record since this user loaded it (optimistic locking)."""
-
-
-class NotActionable(Exception):
-    """The record is not held (it already went through, or is being worked)."""
-
-
-class StillInvalid(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(p.message for p in problems))
-        self.problems = problems
+from .payload import get_path, normalise_fix, set_path
+from .record_states import ignored_fields, needs_validation, reset_fields, restart_stage
+from .wakeup import PRIORITY_QUEUE, wake
+from .workflows.base import get_workflow
 
 
 def apply_changes(payload: dict, changes: dict) -> tuple[dict, dict, dict]:
@@ -78,27 +65,17 @@ def record_resubmit(*, record_id: int, actor, expected_version: int, changes: di
             {k: new.get(k) for k in keys}
     else:
         payload, before, after = apply_changes(record.current_payload, changes or {})
-    if record.stage != "fetch" or record.context.get("fetched"):
+    fetched = bool(record.context.get("fetched"))
+    if needs_validation(record.stage, fetched):
         problems = wf.validate(payload, source_kind=record.source_connection.kind)
         if problems:
             raise StillInvalid(problems)
-    stage = record.stage
-    names = wf.stage_names()
-    if after and wf.first_stage_on_restart and stage in names \
-            and names.index(stage) > names.index(wf.first_stage_on_restart):
-        # changed fields must reach the canonical objects first: re-run from validation (the stages already
-        # done are idempotent downstream, so they update in place, never duplicate)
-        stage = wf.first_stage_on_restart
-    if from_start:
-        stage = wf.first_stage_on_restart if record.context.get("fetched") or record.stage != "fetch" \
-            else wf.stages[0].name
+    stage = restart_stage(wf, stage=record.stage, changed=bool(after), from_start=from_start, fetched=fetched)
     now = timezone.now()
     with transaction.atomic():
         n = (SyncRecord.objects
              .filter(pk=record.pk, version=expected_version, status__in=SyncRecord.ACTIONABLE)
-             .update(current_payload=payload, status=SyncRecord.Status.PENDING, stage=stage, attempts=0,
-                     next_attempt_at=now, reason_code="", message="", fault_fields=[], failed_system="",
-                     system_message="", error_signature="", version=F("version") + 1,
+             .update(current_payload=payload, **reset_fields(stage=stage, now=now), version=F("version") + 1,
                      updated_at=now))
         if n == 0:
             current = SyncRecord.objects.get(pk=record.pk)
@@ -120,7 +97,7 @@ def record_ignore(*, record_id: int, actor, expected_version: int, reason: str) 
     now = timezone.now()
     with transaction.atomic():
         n = (SyncRecord.objects.filter(pk=record_id, version=expected_version, status__in=SyncRecord.ACTIONABLE)
-             .update(status=SyncRecord.Status.IGNORED, completed_at=now, version=F("version") + 1, updated_at=now))
+             .update(**ignored_fields(now=now), version=F("version") + 1, updated_at=now))
         if n == 0:
             raise Conflict("This record was changed by someone else, or is no longer held. Reload it.")
         AuditEntry.objects.create(actor=actor, record_id=record_id, action="ignore", reason=reason.strip())

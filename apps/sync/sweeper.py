@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from .engine import QUEUE_PRIORITIES, due_filter
+from .engine import due_filter
 from .models import InboundEvent, SyncRecord
-from .wakeup import enqueue_now
+from .wakeup import QUEUE_PRIORITIES, enqueue_now
 
 
 def sweep() -> dict:

@@ -17,6 +17,10 @@ from redis.exceptions import RedisError
 log = logging.getLogger("handoff.wakeup")
 WAKE_TTL_SECONDS = 30
 
+# RQ queue → record priorities it carries: P1 money postings are never stuck behind reference data
+QUEUE_PRIORITIES = {"high": [1], "default": [2], "low": [3]}
+PRIORITY_QUEUE = {p: q for q, ps in QUEUE_PRIORITIES.items() for p in ps}
+
 # wake-up kind → (RQ queue, job function path, kwargs)
 KINDS = {
     "inbox": ("high", "apps.sync.jobs.process_inbox", {}),

@@ -1,9 +1,11 @@
 """Settings shared by every environment; complete on its own, driven by the environment."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -34,6 +36,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_rq",
     "django_htmx",
+    "axes",
     "apps.core",
     "apps.canonical",
     "apps.finance",
@@ -49,15 +52,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.core.sessions.SessionLimitsMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # last: it answers a locked-out login attempt (django-axes requires it after everything else)
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -96,9 +103,43 @@ RQ_QUEUES = {
 RQ = {"COMMIT_MODE": "on_db_commit"}
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes), for the login page and the API's basic auth alike (both go through
+# django.contrib.auth.authenticate): after AXES_FAILURE_LIMIT failures for one username from one address, that
+# pair is refused for AXES_COOLOFF_TIME, even with the right password. Per pair, so nobody can lock a colleague
+# out from elsewhere. Behind a proxy, set AXES_IPWARE_PROXY_COUNT so the client's address is the one counted.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("AXES_COOLOFF_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+if os.environ.get("AXES_IPWARE_PROXY_COUNT"):
+    AXES_IPWARE_PROXY_COUNT = int(os.environ["AXES_IPWARE_PROXY_COUNT"])
+# A session lasts a working day from login, and ends sooner after HANDOFF_SESSION_IDLE_SECONDS without a request
+# (apps/core/sessions.py enforces both).
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", 10 * 3600))
+HANDOFF_SESSION_IDLE_SECONDS = int(os.environ.get("HANDOFF_SESSION_IDLE_SECONDS", 2 * 3600))
+SESSION_COOKIE_HTTPONLY = True
+# The pages hand HTMX the token in the page (base.html's hx-headers); no script needs to read the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# Scripts and styles only from our own static files: no inline script, no inline handler (static/js/ holds them).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -110,7 +151,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -156,6 +197,10 @@ HANDOFF_SLA_WEBHOOK_TIMEOUT = float(os.environ.get("HANDOFF_SLA_WEBHOOK_TIMEOUT"
 # Prometheus scrapes /metrics with `Authorization: Bearer <token>`; several tokens (comma-separated) are accepted
 # while one is being rotated. Unset: only staff users with a session may read the metrics.
 HANDOFF_METRICS_TOKEN = os.environ.get("HANDOFF_METRICS_TOKEN", "")
+# A worker is live while its heartbeat (every 10 s, apps/core/workers.py) is younger than this; /readyz answers 503
+# while fewer than HANDOFF_MIN_LIVE_WORKERS are live.
+HANDOFF_WORKER_HEARTBEAT_TTL = int(os.environ.get("HANDOFF_WORKER_HEARTBEAT_TTL", 45))
+HANDOFF_MIN_LIVE_WORKERS = int(os.environ.get("HANDOFF_MIN_LIVE_WORKERS", 1))
 # Rotating SECRET_KEY: put the old key here for a while, so sessions and signed values stay valid (Django docs).
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 

@@ -22,3 +22,8 @@ RQ_QUEUES = {name: {"URL": _test_redis, "DEFAULT_TIMEOUT": 600} for name in ("hi
 REDIS_URL = _test_redis
 HANDOFF_HTTP_TIMEOUT = 5
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405  (live-server threads must not keep connections open)
+# No worker runs beside most tests: readiness must not depend on one here (tests/platform starts real ones)
+HANDOFF_MIN_LIVE_WORKERS = 0
+# Login throttling off for the suite: the test client's login() passes no request (django-axes refuses that) and
+# the API fuzz tests send thousands of wrong basic-auth pairs. tests/platform/test_login_security.py turns it on.
+AXES_ENABLED = False

@@ -156,8 +156,8 @@ def test_a_logged_in_user_reads_one_record(api, two_records, alice):
     assert api.get("/api/v1/records/999999999/").status_code == 404
 
 
-def test_a_logged_in_user_sees_every_inbound_event_including_rejections(api, two_records, alice):
-    api.force_authenticate(alice)
+def test_an_integration_admin_sees_every_inbound_event_including_rejections(api, two_records, carol):
+    api.force_authenticate(carol)
 
     events = json.loads(api.get("/api/v1/events/").content)["results"]
     rejected = json.loads(api.get("/api/v1/events/", {"status": "rejected"}).content)["results"]

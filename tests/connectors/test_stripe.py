@@ -142,7 +142,7 @@ def test_a_dispute_event_makes_a_dispute_record(connections, api):
 
 @pytest.fixture
 def client(sandboxes):
-    from apps.sync.engine import Recorder
+    from apps.sync.attempts import Recorder
 
     class WriteEach(Recorder):  # the engine writes attempts with the record's commit; here, after each call
         def finish(self, handle, **kw):

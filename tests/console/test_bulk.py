@@ -15,12 +15,12 @@ from rq import SimpleWorker
 
 from apps.canonical.models import Customer, LegalEntity, PaymentTerms
 from apps.canonical.services import external_id_link
-from apps.sync import bulk, desk, wakeup
+from apps.sync import bulk, bulk_checks, bulk_run, desk, wakeup
 from apps.sync.desk import NotAllowed
 from apps.sync.models import AuditEntry, BulkAction, SyncRecord
 from apps.sync.workflows.quote_to_project import validate
 
-from tests.builders import held_records, opportunity_payload
+from tests.builders import held_records, opportunity_payload as payload
 from tests.pages import HTMX
 
 
@@ -130,7 +130,7 @@ def test_preview_needs_a_selection_and_a_role(connections, alice, dave):
 def test_actor_scope_is_desk_can_act(connections, alice, bob, carol, dave):
     records = [held_records(connections, 1, team=t)[0] for t in ("pmo", "finance_ops", "integration_admin")]
     for user in (alice, bob, carol, dave):
-        scope = bulk.actor_scope(fresh(user))
+        scope = desk.actor_scope(fresh(user))
         for r in records:
             assert scope(r.owner_team) == desk.can_act(fresh(user), r), (user.username, r.owner_team)
 
@@ -144,32 +144,32 @@ def test_validate_many_gives_the_same_answers_as_validate(connections):
     external_id_link(obj=acme, system="salesforce", object_type="account", external_id="001-acme")
     dup = {"name": " northwind traders ", "tax_id": "GB123456789 "}
     items = [
-        (opportunity_payload(legal_entity="US01"), "hubspot"),  # valid
-        (opportunity_payload(), "hubspot"),  # missing legal entity
-        (opportunity_payload(legal_entity="XX99"), "hubspot"),  # unknown legal entity
-        (opportunity_payload(legal_entity="US01", currency="EUR"), "hubspot"),  # currency not enabled
-        (opportunity_payload(legal_entity="US01", currency="XYZ"), "hubspot"),  # not a currency
-        (opportunity_payload(legal_entity="US01", billing_terms="NET7"), "hubspot"),
-        (opportunity_payload(legal_entity="US01", amount="-5"), "hubspot"),
-        (opportunity_payload(legal_entity="US01", amount="abc", contract_type="barter"), "hubspot"),
-        (opportunity_payload(legal_entity="US01", account={"name": "", "tax_id": ""}), "hubspot"),
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account=dup), "hubspot"),  # two duplicates
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account={**dup, "id": "northwind-legacy"}),
+        (payload(legal_entity="US01"), "hubspot"),  # valid
+        (payload(), "hubspot"),  # missing legal entity
+        (payload(legal_entity="XX99"), "hubspot"),  # unknown legal entity
+        (payload(legal_entity="US01", currency="EUR"), "hubspot"),  # currency not enabled
+        (payload(legal_entity="US01", currency="XYZ"), "hubspot"),  # not a currency
+        (payload(legal_entity="US01", billing_terms="NET7"), "hubspot"),
+        (payload(legal_entity="US01", amount="-5"), "hubspot"),
+        (payload(legal_entity="US01", amount="abc", contract_type="barter"), "hubspot"),
+        (payload(legal_entity="US01", account={"name": "", "tax_id": ""}), "hubspot"),
+        (payload(legal_entity="UK01", currency="GBP", account=dup), "hubspot"),  # two duplicates
+        (payload(legal_entity="UK01", currency="GBP", account={**dup, "id": "northwind-legacy"}),
          "hubspot"),  # its own customer is not a duplicate of itself; the other one is
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account={**dup, "id": "northwind-legacy"}),
+        (payload(legal_entity="UK01", currency="GBP", account={**dup, "id": "northwind-legacy"}),
          "salesforce"),  # same account id in another system: not its own
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution="new"), "hubspot"),
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution=f"link:{northwind.pk}"),
+        (payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution="new"), "hubspot"),
+        (payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution=f"link:{northwind.pk}"),
          "hubspot"),
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution="link:99999999"), "hubspot"),
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution="link:abc"), "hubspot"),
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account={"id": "001-acme", "name": "acme corp",
+        (payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution="link:99999999"), "hubspot"),
+        (payload(legal_entity="UK01", currency="GBP", account=dup, duplicate_resolution="link:abc"), "hubspot"),
+        (payload(legal_entity="UK01", currency="GBP", account={"id": "001-acme", "name": "acme corp",
                                                                 "tax_id": "US-1"}), "salesforce"),  # own
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account={"name": "ACME CORP", "tax_id": "US-1"}), "hubspot"),
-        (opportunity_payload(legal_entity="UK01", currency="GBP", account={"name": "Acme Corp", "tax_id": "US-2"}), "hubspot"),
-        (opportunity_payload(account={"tax_id": ""}, billing_terms="", currency=""), "salesforce"),  # several problems
+        (payload(legal_entity="UK01", currency="GBP", account={"name": "ACME CORP", "tax_id": "US-1"}), "hubspot"),
+        (payload(legal_entity="UK01", currency="GBP", account={"name": "Acme Corp", "tax_id": "US-2"}), "hubspot"),
+        (payload(account={"tax_id": ""}, billing_terms="", currency=""), "salesforce"),  # several problems
     ]
-    batched = bulk.validate_many(items)
+    batched = bulk_checks.validate_many(items)
     single = [validate(p, source_kind=kind) for p, kind in items]
     assert batched == single
     reasons = [[p.reason for p in probs] for probs in batched]
@@ -208,7 +208,7 @@ def test_preview_query_count_is_bounded(connections, alice, django_assert_max_nu
 
 @pytest.mark.django_db(transaction=True)
 def test_confirm_runs_the_job_through_rq(connections, alice, carol, woken, monkeypatch):
-    monkeypatch.setattr(bulk, "RUN_CHUNK", 4)  # several chunks
+    monkeypatch.setattr(bulk_run, "RUN_CHUNK", 4)  # several chunks
     plain = held_records(connections, 6)
     past = held_records(connections, 2, stage="erp_customer", reason="downstream_validation")
     same = held_records(connections, 1, stage="erp_customer", reason="downstream_validation", legal_entity="US01")
@@ -235,7 +235,7 @@ def test_confirm_runs_the_job_through_rq(connections, alice, carol, woken, monke
     b.refresh_from_db()
     assert b.status == "done" and b.completed_at
     assert (b.total, b.done, b.succeeded, b.failed) == (12, 12, 9, 3)
-    failures = {f["failed"]: f for f in bulk.failures_of(b)}
+    failures = {f["failed"]: f for f in bulk_run.failures_of(b)}
     assert failures["changed_since_preview"]["count"] == 1
     assert failures["changed_since_preview"]["label"] == "changed since preview"
     assert failures["changed_since_preview"]["examples"] == [changed.pk]
@@ -289,14 +289,14 @@ def test_job_runs_once_and_records_a_crash(connections, alice, woken, monkeypatc
     def boom(*args, **kwargs):
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(bulk, "_run_chunk", boom)
+    monkeypatch.setattr(bulk_run, "_run_chunk", boom)
     run_default_queue()
     b.refresh_from_db()
     assert b.status == "failed" and b.completed_at
     assert any("database on fire" in e.get("error", "") for e in b.log)
     assert len(django_rq.get_queue("default").failed_job_registry) == 1
     # a second delivery of the job does nothing
-    assert bulk.bulk_run(b.pk) == {"skipped": True}
+    assert bulk_run.bulk_run(b.pk) == {"skipped": True}
     assert SyncRecord.objects.filter(pk__in=ids(records), status="held").count() == 3
 
 
@@ -325,33 +325,34 @@ def test_confirm_enqueues_after_commit(connections, alice, django_capture_on_com
     assert job.id == f"handoff-bulk-{b.pk}" and job.args == (b.pk,)
 
 
-def test_bulk_assign_and_ignore(connections, alice, bob):
+def test_bulk_assign_and_ignore(connections, alice, carol):
+    # carol (integration admin) may act on the PMO records alice assigns her
     records = held_records(connections, 3)
-    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "bob"})
+    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "carol"})
     bulk.bulk_confirm(bulk=b, actor=alice)
-    assert bulk.bulk_run(b.pk) == {"done": 3, "succeeded": 3, "failed": 0}
+    assert bulk_run.bulk_run(b.pk) == {"done": 3, "succeeded": 3, "failed": 0}
     assert set(SyncRecord.objects.filter(pk__in=ids(records)).values_list("assignee__username", "version",
-                                                                          "status")) == {("bob", 2, "held")}
+                                                                          "status")) == {("carol", 2, "held")}
     a = AuditEntry.objects.filter(action="bulk_assign").first()
-    assert a.before == {"assignee": None} and a.after == {"assignee": "bob"} and f"bulk #{b.pk}" in a.reason
+    assert a.before == {"assignee": None} and a.after == {"assignee": "carol"} and f"bulk #{b.pk}" in a.reason
 
     b = bulk.bulk_preview(actor=alice, action="ignore", record_ids=ids(records), params={"reason": "duplicates"})
     assert b.preview["would_pass"]["count"] == 3
     bulk.bulk_confirm(bulk=b, actor=alice)
-    bulk.bulk_run(b.pk)
+    bulk_run.bulk_run(b.pk)
     for r in SyncRecord.objects.filter(pk__in=ids(records)):
         assert r.status == "ignored" and r.completed_at and r.version == 3
     assert AuditEntry.objects.filter(action="bulk_ignore").count() == 3
     assert "duplicates" in AuditEntry.objects.filter(action="bulk_ignore").first().reason
 
 
-def test_assignee_gone_before_the_run_fails_the_job(connections, alice, bob):
+def test_assignee_gone_before_the_run_fails_the_job(connections, alice, carol):
     records = held_records(connections, 2)
-    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "bob"})
+    b = bulk.bulk_preview(actor=alice, action="assign", record_ids=ids(records), params={"assignee": "carol"})
     bulk.bulk_confirm(bulk=b, actor=alice)
-    User.objects.filter(pk=bob.pk).update(is_active=False)
+    User.objects.filter(pk=carol.pk).update(is_active=False)
     with pytest.raises(bulk.BulkError):
-        bulk.bulk_run(b.pk)
+        bulk_run.bulk_run(b.pk)
     b.refresh_from_db()
     assert b.status == "failed" and "no longer an active user" in b.log[-1]["error"]
     assert not SyncRecord.objects.filter(assignee__isnull=False).exists()
@@ -362,9 +363,9 @@ def test_record_that_left_the_queue_after_the_preview_is_skipped(connections, al
     b = bulk.bulk_preview(actor=alice, action="ignore", record_ids=ids(records), params={"reason": "spam"})
     SyncRecord.objects.filter(pk=records[0].pk).update(status="pending")  # the engine moved it (no version bump)
     bulk.bulk_confirm(bulk=b, actor=alice)
-    assert bulk.bulk_run(b.pk) == {"done": 2, "succeeded": 1, "failed": 1}
+    assert bulk_run.bulk_run(b.pk) == {"done": 2, "succeeded": 1, "failed": 1}
     b.refresh_from_db()
-    assert [f["failed"] for f in bulk.failures_of(b)] == ["not_held"]
+    assert [f["failed"] for f in bulk_run.failures_of(b)] == ["not_held"]
     assert SyncRecord.objects.get(pk=records[0].pk).status == "pending"
 
 
@@ -515,7 +516,7 @@ def test_progress_partial_polls_while_running(client, connections, alice):
     assert r.status_code == 200 and "<html" not in html
     assert 'data-testid="bulk-progress"' in html and 'hx-trigger="every 1s"' in html
     assert 'data-status="queued"' in html and '<progress max="2" value="0"' in html
-    bulk.bulk_run(b.pk)
+    bulk_run.bulk_run(b.pk)
     with CaptureQueriesContext(connection) as ctx:
         html = client.get(f"/bulk/{b.pk}/", **HTMX).content.decode()
     assert not any('"sync_bulkaction"."preview"' in q["sql"] for q in ctx.captured_queries)  # not polled
@@ -523,3 +524,22 @@ def test_progress_partial_polls_while_running(client, connections, alice):
     assert '<progress max="2" value="2"' in html and 'data-testid="succeeded">2<' in html
     full = client.get(f"/bulk/{b.pk}/").content.decode()
     assert "<html" in full and 'data-testid="bulk-progress"' in full and 'data-testid="confirm"' not in full
+
+
+def test_the_fix_offers_the_fields_of_the_selected_records_workflow(connections, alice, client):
+    """A bulk fix of held time entries offers time-to-billing's fix fields, not quote-to-project's, and cannot set
+    a field their workflow does not offer."""
+    from apps.sync.workflows import time_to_billing
+
+    records = held_records(connections, 2)
+    SyncRecord.objects.filter(pk__in=ids(records)).update(workflow="time_to_billing", stage="price")
+    client.force_login(alice)
+    html = client.post("/bulk/preview/", {"action": "fix", "ids": ids(records)}).content.decode()
+    assert 'data-testid="bulk-params-form"' in html
+    for path in time_to_billing.FIX_FIELDS:
+        assert f'name="fix__{path.replace(".", "__")}"' in html, path
+    assert 'name="fix__legal_entity"' not in html and 'name="fix__account__tax_id"' not in html
+    with pytest.raises(bulk.BulkError, match="cannot be set by a fix on Time & expense to billing records"):
+        bulk.bulk_preview(actor=alice, action="fix", record_ids=ids(records),
+                          params={"changes": {"legal_entity": "US01"}})
+    assert not BulkAction.objects.exists()

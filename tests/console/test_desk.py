@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.console import queue
 from apps.sandbox.models import SandboxObject
 from apps.sandbox.traffic import make_opportunity
-from apps.sync import desk
+from apps.sync import desk, queue_columns
 from apps.sync.models import AuditEntry, Connection, SyncRecord
 
 from tests.builders import fix_post, held_record, opportunity_payload
@@ -93,7 +93,7 @@ def test_search_finds_a_record_by_any_id_or_part_of_its_name(desk_records, alice
     assert q({"team": "any", "q": "acme rollout corp"}, alice) == {"Acme rollout"}  # account name, any case
     assert q({"team": "any", "q": "rollo"}, alice) == {"Acme rollout"}  # part of the title
     SyncRecord.objects.filter(pk=acme.pk).update(
-        search_keys=desk.search_keys({**acme.__dict__, "context": {"erp_customer_id": "NS-4711"}}))
+        search_keys=queue_columns.search_keys({**acme.__dict__, "context": {"erp_customer_id": "NS-4711"}}))
     assert q({"team": "any", "q": "ns-4711"}, alice) == {"Acme rollout"}  # an external id
 
 

@@ -44,6 +44,9 @@ def test_every_boards_page_sends_an_anonymous_user_to_the_login_page(client, con
 def test_the_navigation_links_the_new_screens(client, dave, carol, connections):
     client.force_login(dave)
     html = client.get("/boards/").content.decode()
+    assert 'href="/boards/"' in html and 'href="/kpis/"' in html and 'href="/connections/"' not in html
+    client.force_login(carol)  # connections are the integration admin's
+    html = client.get("/boards/").content.decode()
     assert 'href="/boards/"' in html and 'href="/kpis/"' in html and 'href="/connections/"' in html
 
 

@@ -336,6 +336,16 @@ def signed_hubspot_post(url: str, secret: str, events: list[dict], session=None)
                                       headers={"Content-Type": "application/json", **hubspot_headers(secret, url, body)})
 
 
+def terminate_backends() -> int:
+    """Kill every other connection to this test database (workers, live-server threads), as a failover would."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
 def free_port() -> int:
     import socket
 

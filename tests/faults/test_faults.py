@@ -36,7 +36,7 @@ from apps.sync.bulk import bulk_confirm, bulk_preview
 from apps.sync.models import Attempt, AuditEntry, BulkAction, InboundEvent, SyncRecord
 
 from tests.callbacks import HUBSPOT_SECRET, outbound
-from tests.faults.kit import (Workers, check_outcome, configure_connections, create_hubspot_deals, diagnose,
+from tests.faults.kit import (Workers, check_outcome, terminate_backends, configure_connections, create_hubspot_deals, diagnose,
                              done_count, free_port, progress, seed_hubspot, signed_hubspot_post, wait_for,
                              wait_settled)
 
@@ -244,14 +244,6 @@ def test_redis_restarted_and_wiped_mid_run_loses_and_duplicates_nothing(workers,
 
 
 # ---------------------------------------------------------------- 3. PostgreSQL connections killed mid-run
-
-
-def terminate_backends() -> int:
-    """Kill every other connection to this test database (workers, live-server threads), as a failover would."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        return cur.fetchone()[0]
 
 
 def test_postgres_connections_killed_mid_run_lose_and_duplicate_nothing(workers):

@@ -1,27 +1,12 @@
-"""Showing a record's text to a user who may not see personal data (the viewer role): the record's own tax ids
-are masked wherever they appear — in Handoff's message, the other system's message, call excerpts, diffs and
-the audit trail."""
+"""Template tags of the console: a record's text as the current user may see it (the rule: apps/sync/privacy.py)."""
 
 from __future__ import annotations
 
 from django import template
 
-from apps.sync.workflows.quote_to_project import get_path
+from apps.sync.privacy import masked, may_see_personal_data
 
 register = template.Library()
-
-PERSONAL_PATHS = ("account.tax_id",)
-MASK = "•••"
-
-
-def personal_values(record) -> list[str]:
-    values = set()
-    for payload in (record.original_payload, record.current_payload):
-        for path in PERSONAL_PATHS:
-            value = get_path(payload or {}, path)
-            if isinstance(value, str) and len(value.strip()) >= 3:
-                values.add(value.strip())
-    return sorted(values, key=len, reverse=True)
 
 
 @register.simple_tag(takes_context=True)
@@ -32,13 +17,4 @@ def shown(context, record, value):
     text = value if isinstance(value, str) else str(value)
     request = context.get("request")
     user = getattr(request, "user", None)
-    if user is not None and user.has_perm("sync.view_personal_data"):
-        return text
-    for secret in personal_values(record):
-        text = text.replace(secret, MASK)
-    return text
-
-
-@register.filter
-def split(value: str, sep: str = " ") -> list[str]:
-    return value.split(sep)
+    return text if may_see_personal_data(user) else masked(text, record)

@@ -25,7 +25,14 @@ from django.utils import timezone
 
 from apps.connectors.base import DownstreamError
 
-from .base import Hold, Problem, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow, register
+
+# whose queue a held refresh lands in: rows the model refused are finance's data; anything else is the
+# connection's (the integration admin's)
+OWNER_TEAM = {"forecast_rows_rejected": "finance_ops"}
+DEFAULT_TEAM = "integration_admin"
+PRIORITY = 2  # reporting, not a money posting (the desk's business priority decides the rest)
+IMPORT_REFUSAL = Refusal("Anaplan refused the forecast import: {message}.", reason="forecast_import_error")
 
 LOCK_KEY = 0x48464F52  # "HFOR": one Anaplan import at a time
 
@@ -38,16 +45,6 @@ def validate(payload: dict, *, source_kind: str = "", ref=None) -> list[Problem]
     if not isinstance(refresh_id, int) or not ForecastRefresh.objects.filter(pk=refresh_id).exists():
         return [Problem("payload_schema_invalid", f"Forecast refresh “{refresh_id}” does not exist.", ["refresh_id"])]
     return []
-
-
-def owner_team(reason: str) -> str:
-    if reason == "forecast_rows_rejected":
-        return "finance_ops"
-    return "integration_admin"
-
-
-def priority(payload: dict) -> int:
-    return 2  # reporting, not a money posting: P2 (the desk's business priority decides the rest)
 
 
 def summary(payload: dict) -> dict:
@@ -104,25 +101,23 @@ def stage_import(ctx) -> None:
                     last=date.fromisoformat(ctx.context["period_to"]))
     client = ctx.client_for_role("forecast")
     try:
-        with import_lock():
-            task_id = ctx.context.get("task_id")
-            if not task_id:  # else: a task started by an earlier attempt that was still running: poll it
-                data, rows = csv_file(window=window, engagement_id=refresh.engagement_id)
-                chunks = client.upload_file(data)
-                ctx.context.update(file_name=client.setting("file_name"), file_bytes=len(data), chunks=chunks,
-                                   file_sha256=hashlib.sha256(data).hexdigest(), file_rows=rows)
-                task_id = ctx.context["task_id"] = client.start_import()
-            task = client.wait_for_import(task_id)
-        if task is None:
-            raise DownstreamError(f"Anaplan import task {task_id} is still running; polling it again later",
-                                  permanent=False, system=client.system)
-        result = task_summary(task)
-        dump = client.get_import_dump(task_id) if result["dump_available"] else ""
-    except DownstreamError as exc:
-        if exc.permanent:
-            ctx.context.pop("task_id", None)
-            raise Hold([Problem("forecast_import_error", f"Anaplan refused the forecast import: {exc.message}.",
-                                [], exc.system, exc.message)])
+        with IMPORT_REFUSAL.as_hold():
+            with import_lock():
+                task_id = ctx.context.get("task_id")
+                if not task_id:  # else: a task started by an earlier attempt that was still running: poll it
+                    data, rows = csv_file(window=window, engagement_id=refresh.engagement_id)
+                    chunks = client.upload_file(data)
+                    ctx.context.update(file_name=client.setting("file_name"), file_bytes=len(data), chunks=chunks,
+                                       file_sha256=hashlib.sha256(data).hexdigest(), file_rows=rows)
+                    task_id = ctx.context["task_id"] = client.start_import()
+                task = client.wait_for_import(task_id)
+            if task is None:
+                raise DownstreamError(f"Anaplan import task {task_id} is still running; polling it again later",
+                                      permanent=False, system=client.system)
+            result = task_summary(task)
+            dump = client.get_import_dump(task_id) if result["dump_available"] else ""
+    except Hold:
+        ctx.context.pop("task_id", None)  # the import is refused: a resubmission uploads and imports afresh
         raise
     ctx.context.pop("task_id", None)  # finished: a resubmission uploads and imports again
     ctx.context["last_task_id"] = task_id
@@ -170,8 +165,9 @@ WORKFLOW = register(Workflow(
         Stage("import", "Imported into Anaplan", stage_import, "forecast"),
     ],
     validate=validate,
-    owner_team=owner_team,
-    priority=priority,
+    owner_teams=OWNER_TEAM,
+    default_team=DEFAULT_TEAM,
+    base_priority=PRIORITY,
     fix_fields=[],
     first_stage_on_restart="export",
     on_hold=on_hold,

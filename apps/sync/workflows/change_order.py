@@ -31,19 +31,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.canonical import amendments
 from apps.canonical import services as canonical
-from apps.canonical.models import Engagement, EngagementChange, RateCard
-from apps.canonical.ownership import assert_may_write
-from apps.connectors.base import DownstreamError
+from apps.canonical.models import Engagement, RateCard
+from apps.core.dates import parse_date
 from apps.finance.money import exponent
 
-from .base import Hold, Problem, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow, register
+
+# whose queue a held change order lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
+OWNER_TEAM = {
+    "unknown_engagement": "pmo", "payload_schema_invalid": "pmo", "invalid_dates": "pmo", "unknown_rate_card": "pmo",
+    "amendment_not_approved": "pmo", "source_not_found": "pmo", "psa_project_not_found": "pmo",
+    "erp_project_not_found": "pmo",
+    "contract_value_below_invoiced": "finance_ops", "unknown_billing_schedule": "finance_ops",
+    "downstream_validation": "finance_ops",
+    "forecast_not_configured": "integration_admin",
+}
+DEFAULT_TEAM = "pmo"
+PRIORITY = 2  # engagement set-up; a record held for finance gets the desk's business priority
 
 AMENDMENT_PROPERTIES = ["amendment_status", "amendment_id", "amended_amount", "amended_start_date",
                         "amended_end_date", "amended_rate_card", "amended_billing_schedule"]
@@ -55,11 +66,14 @@ FIELD_LABELS = {"engagement_code": "engagement", "amended_amount": "amended cont
                 "amended_start_date": "amended start date", "amended_end_date": "amended end date",
                 "amended_rate_card": "amended rate card", "amended_billing_schedule": "amended billing schedule",
                 "amendment_id": "amendment id"}
-# downstream field names → the payload field a person fixes
-PSA_FIELD_MAP = {"price": "amended_amount", "start_date": "amended_start_date", "due_date": "amended_end_date"}
-ERP_FIELD_MAP = {"startDate": "amended_start_date", "projectedEndDate": "amended_end_date",
-                 "custentity_handoff_contract_value": "amended_amount", "billingSchedule": "amended_billing_schedule",
-                 "scheduleType": "amended_billing_schedule", "frequency": "amended_billing_schedule"}
+# what a system's refusal becomes (its field → the payload field a person fixes)
+PSA_REFUSAL = Refusal("The PSA refused the change: {message} (field: {label}).", labels=FIELD_LABELS, fields={
+    "price": "amended_amount", "start_date": "amended_start_date", "due_date": "amended_end_date"})
+ERP_REFUSAL = Refusal("The ERP refused the change: {message} (field: {label}).", labels=FIELD_LABELS, fields={
+    "startDate": "amended_start_date", "projectedEndDate": "amended_end_date",
+    "custentity_handoff_contract_value": "amended_amount", "billingSchedule": "amended_billing_schedule",
+    "scheduleType": "amended_billing_schedule", "frequency": "amended_billing_schedule"})
+DEAL_GONE = Refusal(not_found="HubSpot has no deal {deal_id} (deleted or merged?).")
 
 FREQUENCIES = {"weekly": "WEEKLY", "monthly": "MONTHLY", "quarterly": "QUARTERLY", "semi-annually": "SEMIANNUALLY",
                "annually": "ANNUALLY"}
@@ -92,13 +106,6 @@ class Reference:
         return cls(rate_cards={r.name: r for r in RateCard.objects.all()})
 
 
-def _date(value) -> date | None:
-    """A date from 'YYYY-MM-DD' (or a timestamp starting with one); None when empty; ValueError when not a date."""
-    if value in (None, ""):
-        return None
-    return date.fromisoformat(str(value).strip()[:10])
-
-
 def find_engagement(payload: dict, source_kind: str) -> Engagement | None:
     """The engagement named by the person (engagement_code), else the one linked to the opportunity/deal."""
     code = (payload.get("engagement_code") or "").strip()
@@ -126,7 +133,7 @@ def requested(payload: dict) -> dict:
         if key == "amended_amount":
             out[fname] = str(Decimal(str(value).strip()))
         elif key in ("amended_start_date", "amended_end_date"):
-            out[fname] = _date(value).isoformat()
+            out[fname] = parse_date(value, strict=True).isoformat()
         else:
             out[fname] = " ".join(str(value).split())
     return out
@@ -171,7 +178,7 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
     dates = {}
     for key in ("amended_start_date", "amended_end_date"):
         try:
-            dates[key] = _date(payload.get(key))
+            dates[key] = parse_date(payload.get(key), strict=True)
         except ValueError:
             problems.append(Problem("invalid_dates", f"The {FIELD_LABELS[key]} “{payload.get(key)}” is not a date "
                                                      f"(YYYY-MM-DD).", [key]))
@@ -220,86 +227,11 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
     return problems
 
 
-def owner_team(reason: str) -> str:
-    if reason in ("contract_value_below_invoiced", "unknown_billing_schedule", "downstream_validation"):
-        return "finance_ops"
-    if reason in ("internal_error", "downstream_auth", "downstream_unavailable", "forecast_not_configured"):
-        return "integration_admin"
-    return "pmo"
-
-
-def priority(payload: dict) -> int:
-    return 2  # engagement set-up; a record held for finance gets the desk's business priority
-
-
 def summary(payload: dict) -> dict:
     what = payload.get("engagement_code") or (f"opportunity {payload['opportunity_id']}"
                                               if payload.get("opportunity_id") else f"deal {payload.get('deal_id')}")
     return {"title": f"Change order {payload.get('amendment_id') or '(not fetched yet)'} · {what}",
             "amount": payload.get("amended_amount") or None, "currency": payload.get("currency", "")}
-
-
-# ---------------------------------------------------------------- the canonical change
-
-
-def snapshot(e: Engagement) -> dict:
-    return {"contract_value": str(e.contract_value),
-            "start_date": e.start_date.isoformat() if e.start_date else None,
-            "end_date": e.end_date.isoformat() if e.end_date else None,
-            "rate_card": e.rate_card.name if e.rate_card_id else None,
-            "billing_schedule": e.billing_schedule}
-
-
-def apply_amendment(*, engagement_id: int, change_id: str, source_system: str, source_role: str,
-                    approved_at: datetime | None, values: dict) -> tuple[str, EngagementChange]:
-    """Apply one amendment to the engagement (locked), keeping before/after. Returns (outcome, change):
-    "applied"; "already_applied" (this amendment with these values is in already: nothing changes);
-    "superseded" (an amendment approved later is already applied, or this is an older version of this one)."""
-    assert_may_write("engagement", source_role)
-    e = Engagement.objects.select_for_update(of=("self",)).select_related("rate_card").get(pk=engagement_id)
-    changes = EngagementChange.objects.filter(engagement=e)
-    existing = changes.filter(change_id=change_id).first()
-    if approved_at is not None:
-        newer = (changes.filter(status=EngagementChange.Status.APPLIED, approved_at__gt=approved_at)
-                 .exclude(change_id=change_id).order_by("-approved_at").first())
-        if newer is not None:
-            return "superseded", newer
-        if existing and existing.status == EngagementChange.Status.APPLIED and existing.approved_at \
-                and approved_at < existing.approved_at:
-            return "superseded", existing
-    if existing and existing.status == EngagementChange.Status.APPLIED \
-            and {k: existing.after.get(k) for k in values} == values:
-        return "already_applied", existing
-    before = snapshot(e)
-    for fname, value in values.items():
-        if fname == "contract_value":
-            e.contract_value = Decimal(value)
-        elif fname in ("start_date", "end_date"):
-            setattr(e, fname, date.fromisoformat(value))
-        elif fname == "rate_card":
-            e.rate_card = RateCard.objects.get(name=value)
-        else:
-            setattr(e, fname, value)
-    e.save()
-    change, _ = EngagementChange.objects.update_or_create(
-        engagement=e, change_id=change_id,
-        defaults={"source_system": source_system, "approved_at": approved_at, "before": before, "after": snapshot(e),
-                  "status": EngagementChange.Status.APPLIED, "applied_at": timezone.now()})
-    return "applied", change
-
-
-def hold_change(*, engagement_id: int, change_id: str, source_system: str, approved_at: datetime | None,
-                values: dict) -> None:
-    """Keep a change held for finance ops in the engagement's history (unless it was applied already)."""
-    e = Engagement.objects.select_related("rate_card").get(pk=engagement_id)
-    if EngagementChange.objects.filter(engagement=e, change_id=change_id,
-                                       status=EngagementChange.Status.APPLIED).exists():
-        return
-    before = snapshot(e)
-    EngagementChange.objects.update_or_create(
-        engagement=e, change_id=change_id,
-        defaults={"source_system": source_system, "approved_at": approved_at, "before": before,
-                  "after": {**before, **values}, "status": EngagementChange.Status.HELD, "applied_at": None})
 
 
 def _approved_at(payload: dict) -> datetime | None:
@@ -322,15 +254,10 @@ def stage_fetch(ctx) -> None:
         return  # fetched for this approval already (a resubmission keeps the person's fix)
     deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.rsplit("-", 1)[-1]
     client = ctx.client_for(ctx.source)
-    try:
+    with DEAL_GONE.as_hold(deal_id=deal_id):
         deal = client.request("GET", f"/crm/v3/objects/deals/{deal_id}",
                               params={"properties": ",".join(AMENDMENT_PROPERTIES)},
                               summary=f"fetch amendment of deal {deal_id}").json()
-    except DownstreamError as exc:
-        if exc.status == 404:
-            raise Hold([Problem("source_not_found", f"HubSpot has no deal {deal_id} (deleted or merged?).", [],
-                                "hubspot", exc.message)])
-        raise
     p = deal.get("properties") or {}
     payload = {"deal_id": str(deal_id), "opportunity_id": str(deal.get("id") or deal_id),
                "amendment_id": str(p.get("amendment_id") or ""),
@@ -369,7 +296,7 @@ def stage_apply(ctx) -> None:
     values = requested(p)
 
     def apply():
-        outcome, change = apply_amendment(
+        outcome, change = amendments.amendment_apply(
             engagement_id=ctx.context["engagement_id"], change_id=str(p["amendment_id"]).strip(),
             source_system=ctx.source.kind, source_role=ctx.source.role, approved_at=_approved_at(p), values=values)
         ctx.context.update(outcome=outcome, change_id=change.change_id)
@@ -383,20 +310,13 @@ def _superseded(ctx) -> bool:
     return ctx.context.get("outcome") == "superseded"
 
 
-def _downstream_hold(exc: DownstreamError, what: str, field_map: dict) -> Hold:
-    fault = field_map.get((exc.field or "").split(".")[0], "")
-    label = FIELD_LABELS.get(fault, exc.field or "a field")
-    return Hold([Problem("downstream_validation", f"The {what} refused the change: {exc.message} (field: {label}).",
-                         [fault] if fault else [], exc.system, exc.message)])
-
-
 def stage_psa_budget(ctx) -> None:
     """The Kantata workspace gets the engagement's current budget and dates (a PUT of the same values is a no-op)."""
     if _superseded(ctx):
         return
     e = Engagement.objects.get(pk=ctx.context["engagement_id"])
     client = ctx.client_for_role("psa")
-    try:
+    with PSA_REFUSAL.as_hold():
         ws_id = canonical.external_id_get(obj=e, system=client.system, object_type="workspace") \
             or client.find_workspace(e.code)
         if not ws_id:
@@ -407,10 +327,6 @@ def stage_psa_budget(ctx) -> None:
             "price": str(e.contract_value), "budgeted": True, "currency": e.currency,
             "start_date": e.start_date.isoformat() if e.start_date else None,
             "due_date": e.end_date.isoformat() if e.end_date else None})
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _downstream_hold(exc, "PSA", PSA_FIELD_MAP)
-        raise
     ctx.context["psa_project_id"] = ws_id
     ctx.on_commit(lambda: canonical.external_id_link(obj=e, system=client.system, object_type="workspace",
                                                      external_id=ws_id))
@@ -430,7 +346,7 @@ def stage_erp_billing(ctx) -> None:
                             f"project there to change. Let quote-to-project set it up, then resubmit.", [],
                             client.system, "")])
     schedule = erp_billing_schedule(e.billing_schedule, e.contract_type)
-    try:
+    with ERP_REFUSAL.as_hold():
         schedule_id = None
         if schedule is not None:
             schedule_id = client.upsert("billingSchedule", f"HO-BS-{e.key}",
@@ -443,10 +359,6 @@ def stage_erp_billing(ctx) -> None:
         if schedule_id:
             job["billingSchedule"] = {"id": schedule_id}
         job_id = client.upsert("job", f"HO-{e.key}", job)
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _downstream_hold(exc, "ERP", ERP_FIELD_MAP)
-        raise
     ctx.context.update(erp_project_id=job_id, erp_billing_schedule_id=schedule_id or "")
 
     def link():
@@ -487,8 +399,9 @@ def on_hold(ctx, problems) -> None:
         values = requested(ctx.payload)
     except (ValueError, InvalidOperation):  # another problem (a bad date) is held with it: nothing to show yet
         return
-    hold_change(engagement_id=ctx.context["engagement_id"], change_id=str(ctx.payload["amendment_id"]).strip(),
-                source_system=ctx.source.kind, approved_at=_approved_at(ctx.payload), values=values)
+    amendments.amendment_hold(engagement_id=ctx.context["engagement_id"],
+                              change_id=str(ctx.payload["amendment_id"]).strip(), source_system=ctx.source.kind,
+                              approved_at=_approved_at(ctx.payload), values=values)
 
 
 WORKFLOW = register(Workflow(
@@ -503,8 +416,9 @@ WORKFLOW = register(Workflow(
         Stage("forecast", "Forecast refresh queued", stage_forecast),
     ],
     validate=validate,
-    owner_team=owner_team,
-    priority=priority,
+    owner_teams=OWNER_TEAM,
+    default_team=DEFAULT_TEAM,
+    base_priority=PRIORITY,
     fix_fields=FIX_FIELDS,
     first_stage_on_restart="fetch",
     on_hold=on_hold,

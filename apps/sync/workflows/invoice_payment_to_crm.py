@@ -11,10 +11,9 @@ Stages:
 - fetch: what the event does not carry is read from the source — a dispute's invoice (Stripe invoice payments by
   payment intent, then the invoice), a paid Stripe invoice's payments, the invoices a NetSuite payment was applied
   to (their current state). Read-only.
-- apply: the canonical Invoice is upserted by (source system, external id) — or found through its milestone — and
-  its state moves only forward (apps/finance/invoicing.py `supersedes`: newer source time wins, then status rank;
-  a paid invoice never goes back to open because an older event arrived late); Payments are upserted by
-  (source system, external id). Duplicates and out-of-order deliveries are therefore harmless.
+- apply: the canonical Invoice and its Payments are written by apps/finance/services.py `apply_invoice_state` /
+  `upsert_payments` (by source id; the state moves only forward), so duplicates and out-of-order deliveries are
+  harmless.
 - crm: the canonical state (not the event) is written to the CRM: the opportunity gets this invoice's number and
   status plus the engagement's open amount, longest delay in days and payment status; the account gets the
   customer's. After writing, the state is read again and written once more if another record changed it
@@ -31,158 +30,30 @@ from datetime import date
 from decimal import Decimal
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.canonical.models import Customer, Engagement, ExternalId, Milestone
-from apps.canonical.ownership import assert_may_write
 from apps.canonical.services import object_by_external_id
-from apps.connectors.base import DownstreamError
 from apps.finance import invoicing
-from apps.finance.models import Invoice, Payment
-from apps.finance.money import MoneyError, convert, to_decimal
+from apps.finance.models import Invoice
+from apps.finance.money import to_decimal_or_none
+from apps.finance.services import apply_invoice_state, upsert_payments
 
-from .base import Hold, Problem, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow, register
+
+# every hold is finance ops' (base.ADMIN_TEAM adds Handoff's own failures and outages)
+OWNER_TEAM: dict[str, str] = {}
+DEFAULT_TEAM = "finance_ops"
+PRIORITY = 1  # money: invoices and payments outrank project set-up
 
 CRM_KINDS = ("hubspot", "salesforce")
 SOURCE_SYSTEM = {"stripe": "stripe", "netsuite": "netsuite"}
 FIX_FIELDS = ["engagement_code"]
 FIELD_LABELS = {"engagement_code": "engagement (code) this invoice belongs to"}
-
-
-# ------------------------------------------------------------------ canonical writes (shared with milestone_to_invoice)
-
-
-def _date(text) -> date | None:
-    try:
-        return date.fromisoformat(str(text)[:10]) if text else None
-    except ValueError:
-        return None
-
-
-def _dec(text) -> Decimal | None:
-    if text in (None, ""):
-        return None
-    try:
-        return to_decimal(text)
-    except MoneyError:
-        return None
-
-
-def invoice_fields(view: dict) -> dict:
-    """The canonical Invoice fields a source's view of an invoice sets (only those it carries)."""
-    out = {}
-    for name in ("number", "currency"):
-        if view.get(name):
-            out[name] = view[name]
-    for name in ("total", "amount_paid", "amount_due"):
-        d = _dec(view.get(name))
-        if d is not None:
-            out[name] = d
-    for name in ("issued_on", "due_on"):
-        d = _date(view.get(name))
-        if d is not None:
-            out[name] = d
-    paid_at = invoicing.parse_time(view.get("paid_at"))
-    if paid_at is not None:
-        out["paid_at"] = paid_at
-    return out
-
-
-def _base_fields(total: Decimal | None, currency: str, engagement: Engagement | None, on: date | None) -> dict:
-    """The total in the legal entity's base currency, with the ERP rate and its date (none when no rate)."""
-    if total is None or engagement is None or not currency:
-        return {}
-    base = engagement.legal_entity.base_currency
-    try:
-        c = convert(total, currency, base, on or timezone.localdate())
-    except MoneyError:
-        return {"base_currency": base}
-    return {"base_currency": base, "base_total": c.amount, "fx_rate": c.rate, "fx_date": c.rate_date}
-
-
-def apply_invoice_state(*, source_system: str, source_role: str, external_id: str, status: str, at, view: dict,
-                        customer: Customer | None = None, engagement: Engagement | None = None,
-                        milestone: Milestone | None = None, extra: dict | None = None) -> tuple[Invoice, bool]:
-    """Upsert the canonical invoice and move it to this state if the state supersedes the stored one.
-
-    Found by (source system, external id), else by its milestone (one invoice per milestone); created otherwise.
-    Ids and links it lacks are filled in whatever the state; amounts and status change only with a newer state.
-    Returns (invoice, whether this state was applied). Runs inside the stage's commit transaction."""
-    assert_may_write("invoice", source_role)
-    fields = invoice_fields(view)
-    state = invoicing.InvoiceState(status, at)
-    with transaction.atomic():
-        inv = Invoice.objects.select_for_update().filter(source_system=source_system, external_id=external_id).first()
-        if inv is None and milestone is not None:
-            inv = Invoice.objects.select_for_update().filter(milestone=milestone).first()
-        if inv is None:
-            new = Invoice(source_system=source_system, external_id=external_id, status=status, source_updated_at=at,
-                          customer=customer, engagement=engagement, milestone=milestone, **fields, **(extra or {}))
-            new.amount_due = fields.get("amount_due", fields.get("total", Decimal("0")))
-            for k, v in _base_fields(new.total, new.currency, engagement, new.issued_on).items():
-                setattr(new, k, v)
-            try:
-                with transaction.atomic():
-                    new.save()
-                return new, True
-            except IntegrityError:  # created meanwhile by the other workflow's record: update that one
-                inv = Invoice.objects.select_for_update().filter(
-                    Q(source_system=source_system, external_id=external_id)
-                    | (Q(milestone=milestone) if milestone is not None else Q(pk__in=[]))).first()
-                if inv is None:
-                    raise
-        changed = set()
-        for attr, value in (("customer", customer), ("engagement", engagement), ("milestone", milestone)):
-            if value is not None and getattr(inv, f"{attr}_id") is None:
-                setattr(inv, attr, value)
-                changed.add(attr)
-        if not inv.external_id:
-            inv.source_system, inv.external_id = source_system, external_id
-            changed |= {"source_system", "external_id"}
-        for k, v in (extra or {}).items():
-            if getattr(inv, k) != v and (k == "kind" or not getattr(inv, k)):
-                setattr(inv, k, v)
-                changed.add(k)
-        applied = invoicing.supersedes(state, invoicing.InvoiceState(inv.status, inv.source_updated_at))
-        if applied:
-            for k, v in fields.items():
-                if getattr(inv, k) != v:
-                    setattr(inv, k, v)
-                    changed.add(k)
-            if inv.status != status or inv.source_updated_at != at:
-                inv.status, inv.source_updated_at = status, at
-                changed |= {"status", "source_updated_at"}
-        else:  # an older state: only fill what is still blank (e.g. the number)
-            for k in ("number", "due_on", "issued_on"):
-                if k in fields and not getattr(inv, k):
-                    setattr(inv, k, fields[k])
-                    changed.add(k)
-        if inv.base_total is None and inv.total:
-            for k, v in _base_fields(inv.total, inv.currency, inv.engagement, inv.issued_on).items():
-                setattr(inv, k, v)
-                changed.add(k)
-        if changed:
-            inv.save(update_fields=[*sorted(changed), "updated_at"])
-    return inv, applied
-
-
-def upsert_payments(invoice: Invoice, payments: list[dict], source_system: str) -> int:
-    """Payments by (source system, external id): a redelivered payment updates its row, never adds one."""
-    rows = []
-    for p in payments:
-        amount = _dec(p.get("amount"))
-        if amount is None or not p.get("id"):
-            continue
-        rows.append(Payment(invoice=invoice, source_system=source_system, external_id=str(p["id"])[:100],
-                            status=p.get("status") or Payment.Status.SUCCEEDED, amount=amount,
-                            currency=p.get("currency") or invoice.currency,
-                            received_at=invoicing.parse_time(p.get("received_at"))))
-    if rows:
-        Payment.objects.bulk_create(rows, update_conflicts=True, unique_fields=["source_system", "external_id"],
-                                    update_fields=["status", "amount", "received_at"])
-    return len(rows)
+SOURCE_REFUSAL = Refusal("{system} refused a read: {message}", not_found="{system} has no such object: {message}")
+CRM_REFUSAL = Refusal("The CRM refused the invoice status write-back: {message}.")
 
 
 # ------------------------------------------------------------------ resolving an invoice to Handoff's objects
@@ -238,7 +109,7 @@ def validate(payload: dict, *, source_kind: str = "", ref=None) -> list[Problem]
         if not view.get("id") or not view.get("currency"):
             problems.append(Problem("payload_schema_invalid", f"Invoice {label} has no id or currency.", []))
             continue
-        if view.get("total") and _dec(view["total"]) is None:
+        if view.get("total") and to_decimal_or_none(view["total"]) is None:
             problems.append(Problem("payload_schema_invalid", f"Invoice {label} has no valid total.", []))
         code = (payload.get("engagement_code") or "").strip()
         if code and not Engagement.objects.filter(code=code).exists():
@@ -253,16 +124,6 @@ def validate(payload: dict, *, source_kind: str = "", ref=None) -> list[Problem]
     return problems
 
 
-def owner_team(reason: str) -> str:
-    if reason in ("internal_error", "downstream_auth", "downstream_unavailable"):
-        return "integration_admin"
-    return "finance_ops"
-
-
-def priority(payload: dict) -> int:
-    return 1  # money: invoices and payments outrank project set-up
-
-
 def summary(payload: dict) -> dict:
     invoices = payload.get("invoices") or []
     if invoices:
@@ -274,17 +135,12 @@ def summary(payload: dict) -> dict:
         d = payload["dispute"]
         return {"title": f"Stripe dispute {d.get('id')}", "amount": d.get("amount"), "currency": d.get("currency")}
     pays = payload.get("payments") or []
-    total = sum((_dec(p.get("amount")) or Decimal(0) for p in pays), Decimal(0))
+    total = sum((to_decimal_or_none(p.get("amount")) or Decimal(0) for p in pays), Decimal(0))
     return {"title": f"{payload.get('source', '').title()} payment {payload.get('object_id', '')}",
             "amount": total if pays else None, "currency": pays[0].get("currency") if pays else ""}
 
 
 # ------------------------------------------------------------------ stages
-
-
-def _not_found_hold(exc: DownstreamError, what: str) -> Hold:
-    return Hold([Problem("source_not_found", f"{exc.system or 'The source'} has no {what}: {exc.message}", [],
-                         exc.system, exc.message)])
 
 
 def stage_fetch(ctx) -> None:
@@ -296,7 +152,7 @@ def stage_fetch(ctx) -> None:
     if not fetch:
         return
     client = ctx.client_for(ctx.source)
-    try:
+    with SOURCE_REFUSAL.as_hold():
         if fetch == "dispute_invoice":
             d = p.get("dispute") or {}
             invoice_id = (client.invoice_for_payment_intent(d["payment_intent"]) if d.get("payment_intent")
@@ -326,13 +182,6 @@ def stage_fetch(ctx) -> None:
                 view["state_at"] = invoicing.utc_text(at) if at else p.get("state_at", "")
                 views.append(view)
             p["invoices"] = views
-    except DownstreamError as exc:
-        if exc.permanent and exc.status == 404:
-            raise _not_found_hold(exc, "such object")
-        if exc.permanent:
-            raise Hold([Problem("downstream_validation", f"{exc.system} refused a read: {exc.message}", [],
-                                exc.system, exc.message)])
-        raise
 
 
 def _plan(ctx) -> list:
@@ -455,7 +304,7 @@ def _write_crm(ctx) -> None:
         return
     today = timezone.localdate()
     written: dict = {}
-    try:
+    with CRM_REFUSAL.as_hold():
         for _ in range(3):  # write, read back, write what changed meanwhile (at most twice more)
             values = crm_values(ids, today)
             todo = {k: v for k, v in values.items() if written.get(k) != v}
@@ -464,12 +313,6 @@ def _write_crm(ctx) -> None:
             for key, props in todo.items():
                 _write(ctx, key, props)
                 written[key] = props
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise Hold([Problem("downstream_validation",
-                                f"The CRM refused the invoice status write-back: {exc.message}.", [], exc.system,
-                                exc.message)])
-        raise
     if not written and not ctx.context.get("note"):
         ctx.context["note"] = "no CRM opportunity or account is linked to this invoice's engagement or customer"
     ctx.context["crm_written"] = sorted({*ctx.context.get("crm_written", []),
@@ -519,8 +362,9 @@ WORKFLOW = register(Workflow(
         Stage("crm", "Status to CRM", stage_crm, "crm"),
     ],
     validate=validate,
-    owner_team=owner_team,
-    priority=priority,
+    owner_teams=OWNER_TEAM,
+    default_team=DEFAULT_TEAM,
+    base_priority=PRIORITY,
     fix_fields=FIX_FIELDS,
     first_stage_on_restart="fetch",
     field_labels=FIELD_LABELS,

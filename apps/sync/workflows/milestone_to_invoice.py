@@ -30,35 +30,38 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from apps.canonical.models import CURRENCIES, Customer, Engagement, ExternalId, Milestone
-from apps.canonical.ownership import assert_may_write
-from apps.canonical.services import external_id_get, external_id_link, object_by_external_id
+from apps.canonical.services import (external_id_get, external_id_link, milestone_complete, milestone_mark_invoiced,
+                                     object_by_external_id)
 from apps.connectors.base import DownstreamError
+from apps.core.dates import parse_date
 from apps.finance import invoicing
 from apps.finance.models import Invoice
-from apps.finance.money import MoneyError, find_rate, month_start, round_money, to_decimal
+from apps.finance.money import find_rate, month_start, round_money, to_decimal_or_none
+from apps.finance.services import apply_invoice_state
 
-from .base import Hold, Problem, Stage, Workflow, register
-from .invoice_payment_to_crm import apply_invoice_state
+from .base import Hold, Problem, Refusal, Stage, Workflow, problems_from, register
+
+# whose queue a held milestone lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
+OWNER_TEAM = {  # the PSA's milestone or its project link must be corrected
+    "unknown_project": "pmo", "currency_mismatch": "pmo", "payload_schema_invalid": "pmo", "source_not_found": "pmo",
+}
+DEFAULT_TEAM = "finance_ops"  # every readiness rule, and the ERP's or Stripe's refusal
+PRIORITY = 1  # an invoice posting: money
 
 FIX_FIELDS = ["amount", "currency", "workspace_id"]
 FIELD_LABELS = {
     "amount": "milestone amount", "currency": "milestone currency", "workspace_id": "Kantata project (workspace) id",
     "engagement.contract_type": "contract type", "engagement.billing_schedule": "billing schedule",
 }
-# Stripe's / NetSuite's field names → the canonical field a person fixes
-DOWNSTREAM_FIELDS = {"amount": "amount", "currency": "currency", "item": "amount", "unit_amount": "amount"}
+# Stripe's / NetSuite's refusal (their field → the canonical field a person fixes)
+INVOICE_REFUSAL = Refusal("{System} refused to {what}: {message} (field: {field}).", "{System} refused to {what}: "
+                          "{message}.", fields={"amount": "amount", "currency": "currency", "item": "amount",
+                                                "unit_amount": "amount"})
 
 
 def invoice_key(story_id: str) -> str:
     """The milestone's invoice identity downstream: NetSuite external id / Stripe Idempotency-Key prefix."""
     return f"HO-MS-{story_id}"
-
-
-def _amount(payload: dict) -> Decimal | None:
-    try:
-        return to_decimal(payload.get("amount"), "amount") if payload.get("amount") not in (None, "") else None
-    except MoneyError:
-        return None
 
 
 def find_engagement(workspace_id: str) -> Engagement | None:
@@ -90,7 +93,8 @@ def facts(payload: dict, *, on: date | None = None) -> tuple[invoicing.Milestone
                                                              Engagement | None]:
     """The facts the readiness rules need, gathered from the canonical objects."""
     ms = invoicing.MilestoneFacts(name=payload.get("title") or f"story {payload.get('story_id')}",
-                                  amount=_amount(payload), currency=(payload.get("currency") or "").strip().upper(),
+                                  amount=to_decimal_or_none(payload.get("amount")),
+                                  currency=(payload.get("currency") or "").strip().upper(),
                                   workspace_id=str(payload.get("workspace_id") or ""))
     e = find_engagement(ms.workspace_id)
     if e is None:
@@ -108,7 +112,7 @@ def facts(payload: dict, *, on: date | None = None) -> tuple[invoicing.Milestone
 
 
 def _problems(ms: invoicing.MilestoneFacts, ef: invoicing.EngagementFacts | None) -> list[Problem]:
-    problems = [Problem(f.reason, f.message, list(f.fields)) for f in invoicing.readiness(ms, ef)]
+    problems = problems_from(invoicing.readiness(ms, ef))
     if len(ms.currency) == 3 and ms.currency.isalpha() and ms.currency not in CURRENCIES:
         problems.insert(0, Problem("payload_schema_invalid",
                                    f"Currency “{ms.currency}” is not an ISO-4217 currency Handoff knows.",
@@ -120,18 +124,6 @@ def validate(payload: dict, *, source_kind: str = "", ref=None) -> list[Problem]
     """Every readiness rule (apps/finance/invoicing.py) for this completed milestone."""
     ms, ef, _ = facts(payload)
     return _problems(ms, ef)
-
-
-def owner_team(reason: str) -> str:
-    if reason in ("internal_error", "downstream_auth", "downstream_unavailable"):
-        return "integration_admin"
-    if reason in ("unknown_project", "currency_mismatch", "payload_schema_invalid", "source_not_found"):
-        return "pmo"  # the PSA's milestone or project link must be corrected
-    return "finance_ops"
-
-
-def priority(payload: dict) -> int:
-    return 1  # an invoice posting: money
 
 
 def summary(payload: dict) -> dict:
@@ -160,36 +152,15 @@ def stage_validate(ctx) -> None:
                        terms_days=terms_days, amount=str(amount), currency=e.currency, engagement_code=e.code)
 
     def apply():
-        assert_may_write("milestone", "psa")
         fields = {"name": ms.name[:200], "amount": amount, "currency": ms.currency,
-                  "due_date": _date(p.get("due_date")),
+                  "due_date": parse_date(p.get("due_date")),
                   "completed_at": invoicing.parse_time(p.get("completed_at")) or timezone.now()}
-        milestone, created = Milestone.objects.get_or_create(engagement=e, source_key=story_id,
-                                                             defaults={**fields, "status": "completed"})
-        if not created:
-            for k, v in fields.items():
-                setattr(milestone, k, v)
-            if milestone.status != Milestone.Status.INVOICED:
-                milestone.status = Milestone.Status.COMPLETED
-            milestone.save()
-        ctx.context["milestone_id"] = milestone.pk
+        ctx.context["milestone_id"] = milestone_complete(engagement=e, source_key=story_id, fields=fields,
+                                                         source_role="psa").pk
 
     ctx.on_commit(apply)
 
 
-def _date(text) -> date | None:
-    try:
-        return date.fromisoformat(str(text)[:10]) if text else None
-    except ValueError:
-        return None
-
-
-def _downstream_hold(exc: DownstreamError, what: str) -> Hold:
-    field = DOWNSTREAM_FIELDS.get((exc.field or "").split(".")[0].split("[")[0], "")
-    return Hold([Problem("downstream_validation",
-                         f"{exc.system.title() if exc.system else 'The system'} refused to {what}: {exc.message}"
-                         f"{f' (field: {exc.field})' if exc.field else ''}.",
-                         [field] if field else [], exc.system, exc.message)])
 
 
 def _objects(ctx) -> tuple[Milestone, Engagement, Customer]:
@@ -223,13 +194,9 @@ def stage_erp_invoice(ctx) -> None:
     if job:
         fields["job"] = {"id": job}
     client = ctx.client_for_role("erp")
-    try:
+    with INVOICE_REFUSAL.as_hold(what="create the invoice"):
         internal_id = client.upsert("invoice", eid, fields)
         record = client.get_by_external_id("invoice", eid)
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _downstream_hold(exc, "create the invoice")
-        raise
     if record is None:
         raise DownstreamError(f"NetSuite does not return invoice {eid} it just accepted", permanent=False,
                               system=client.system)
@@ -248,7 +215,7 @@ def stage_billing_invoice(ctx) -> None:
     ms, e, customer = _objects(ctx)
     c = ctx.context
     client = ctx.client_for_role("billing")
-    try:
+    with INVOICE_REFUSAL.as_hold(what="create the invoice"):
         if not c.get("stripe_customer_id"):
             linked = external_id_get(obj=customer, system="stripe", object_type="customer")
             c["stripe_customer_id"] = linked or client.find_or_create_customer(
@@ -260,10 +227,6 @@ def stage_billing_invoice(ctx) -> None:
             metadata={"handoff_milestone": ms.source_key, "handoff_engagement": e.code,
                       "handoff_customer_key": str(customer.key)},
             context=c)
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _downstream_hold(exc, "create the invoice")
-        raise
     status = STRIPE_STATUS.get(inv.get("status"), "open")
     view = invoice_view(inv, status)
     at = invoicing.parse_time((inv.get("status_transitions") or {}).get("finalized_at")) or timezone.now()
@@ -280,7 +243,7 @@ def stage_record(ctx) -> None:
     ms, e, customer = _objects(ctx)
     source = c["invoice_system"]
     view = dict(c["invoice_view"])
-    issued = _date(c["invoice_date"])
+    issued = parse_date(c["invoice_date"])
     if not view.get("issued_on"):
         view["issued_on"] = c["invoice_date"]
     if not view.get("due_on"):
@@ -293,7 +256,7 @@ def stage_record(ctx) -> None:
             view=view, customer=customer, engagement=e, milestone=ms,
             extra={"kind": Invoice.Kind.MILESTONE if e.contract_type == "milestone" else Invoice.Kind.FIXED_FEE,
                    "period": month_start(issued), "idempotency_key": invoice_key(ms.source_key)})
-        Milestone.objects.filter(pk=ms.pk).update(status=Milestone.Status.INVOICED, updated_at=timezone.now())
+        milestone_mark_invoiced(milestone_pk=ms.pk)
         c["canonical_invoice_id"] = inv.pk
 
     ctx.on_commit(apply)
@@ -309,8 +272,9 @@ WORKFLOW = register(Workflow(
         Stage("record", "Invoice recorded", stage_record),
     ],
     validate=validate,
-    owner_team=owner_team,
-    priority=priority,
+    owner_teams=OWNER_TEAM,
+    default_team=DEFAULT_TEAM,
+    base_priority=PRIORITY,
     fix_fields=FIX_FIELDS,
     first_stage_on_restart="validate",
     field_labels=FIELD_LABELS,

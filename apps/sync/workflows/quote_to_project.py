@@ -8,28 +8,26 @@ engagement code before a workspace is created, and the CRM write-back is a PATCH
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from apps.canonical.models import CURRENCIES, Customer, Engagement, LegalEntity, PaymentTerms
 from apps.canonical import services as canonical
-from apps.connectors.base import DownstreamError
+from apps.core.dates import parse_date
 
-from .base import Hold, Problem, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow, register
+
+# whose queue a held opportunity lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
+OWNER_TEAM = {
+    "missing_legal_entity": "pmo", "invalid_legal_entity": "pmo", "currency_not_enabled": "pmo",
+    "payload_schema_invalid": "pmo", "duplicate_customer_suspected": "pmo", "source_not_found": "pmo",
+    "unknown_billing_terms": "finance_ops", "missing_tax_profile": "finance_ops",
+    "downstream_validation": "finance_ops",  # the ERP refused the customer's tax or terms data
+}
+DEFAULT_TEAM = "pmo"
+PRIORITY = 2  # project set-up (money postings are P1, reference data P3)
 
 CONTRACT_TYPES = [c.value for c in Engagement.ContractType]
-
-# NetSuite field paths → the canonical field a person fixes
-ERP_FIELD_MAP = {
-    "vatRegNumber": "account.tax_id",
-    "companyName": "account.name",
-    "subsidiary": "legal_entity",
-    "currency": "currency",
-    "terms": "billing_terms",
-    "addressBook": "account.country",
-}
 
 FIX_FIELDS = ["legal_entity", "currency", "billing_terms", "account.tax_id", "account.name", "account.country",
               "contract_type", "amount", "service_line", "project_template", "duplicate_resolution"]
@@ -40,6 +38,14 @@ FIELD_LABELS = {
     "contract_type": "contract type", "amount": "amount", "service_line": "service line",
     "project_template": "project template", "duplicate_resolution": "duplicate resolution",
 }
+
+# what a system's permanent refusal becomes (NetSuite's field paths → the canonical field a person fixes)
+ERP_REFUSAL = Refusal("The ERP refused to {what}: {message} (field: {label}).", labels=FIELD_LABELS, fields={
+    "vatRegNumber": "account.tax_id", "companyName": "account.name", "subsidiary": "legal_entity",
+    "currency": "currency", "terms": "billing_terms", "addressBook": "account.country"})
+PSA_REFUSAL = Refusal("The PSA refused to create the project: {message}.")
+CRM_REFUSAL = Refusal("The CRM refused the write-back of the new ids: {message}.")
+DEAL_GONE = Refusal(not_found="HubSpot has no deal {deal_id} (deleted or merged?).")
 
 
 @dataclass
@@ -53,23 +59,6 @@ class Reference:
     def load(cls) -> "Reference":
         return cls(legal_entities={le.code: le for le in LegalEntity.objects.all()},
                    terms={t.code: t for t in PaymentTerms.objects.all()})
-
-
-def get_path(payload: dict, path: str):
-    cur = payload
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
-def set_path(payload: dict, path: str, value) -> None:
-    parts = path.split(".")
-    cur = payload
-    for part in parts[:-1]:
-        cur = cur.setdefault(part, {})
-    cur[parts[-1]] = value
 
 
 def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = None,
@@ -131,42 +120,47 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
                                 f"Account “{account.get('name') or '?'}” has no tax id; the ERP needs one to create "
                                 f"the customer.", ["account.tax_id"]))
 
-    resolution = payload.get("duplicate_resolution") or ""
-    if resolution.startswith("link:"):
-        if not Customer.objects.filter(pk=resolution[5:] if resolution[5:].isdigit() else 0).exists():
-            problems.append(Problem("duplicate_customer_suspected",
-                                    "The customer chosen to link to no longer exists.", ["duplicate_resolution"]))
-    elif resolution != "new" and account.get("name") and account.get("tax_id"):
+    lookup = duplicate_lookup(payload)
+    if lookup is not None and lookup[0] == "link":
+        problems += duplicate_problems(lookup, link_exists=lookup[1] is not None
+                                       and Customer.objects.filter(pk=lookup[1]).exists())
+    elif lookup is not None:
         own, dups = canonical.account_customer_and_duplicates(
             system=source_kind, account_id=account.get("id") or "", name=account["name"], tax_id=account["tax_id"])
         if found is not None:
             found["customer"] = own  # the stage writes to it, without looking it up again
-        if dups:
-            listing = ", ".join(f"#{c.pk} {c.name}" for c in dups)
-            problems.append(Problem("duplicate_customer_suspected",
-                                    f"A customer with the same name and tax id already exists ({listing}). Link this "
-                                    f"account to it, or confirm it is a different customer.",
-                                    ["duplicate_resolution", "account.name", "account.tax_id"]))
+        problems += duplicate_problems(lookup, duplicates=[(c.pk, c.name) for c in dups])
     return problems
 
 
-def owner_team(reason: str) -> str:
-    if reason in ("unknown_billing_terms", "missing_tax_profile", "downstream_validation"):
-        return "finance_ops"
-    if reason in ("internal_error", "downstream_auth", "downstream_unavailable"):
-        return "integration_admin"
-    return "pmo"
+def duplicate_lookup(payload: dict) -> tuple | None:
+    """What the duplicate-customer rule must look up for this payload: ("link", customer pk or None) when the
+    person chose a customer to link to; ("dup", (NAME, tax id)) when the account could duplicate a customer; None
+    when they confirmed it is a different customer, or the account lacks a name or tax id (held for that)."""
+    resolution = payload.get("duplicate_resolution") or ""
+    account = payload.get("account") or {}
+    if resolution.startswith("link:"):
+        return "link", int(resolution[5:]) if resolution[5:].isdigit() else None
+    if resolution != "new" and account.get("name") and account.get("tax_id"):
+        return "dup", (account["name"].strip().upper(), account["tax_id"].strip())
+    return None
 
 
-def priority(payload: dict) -> int:
-    return 2  # project set-up: P2 (money postings are P1, reference data P3)
-
-
-def _date(value) -> date | None:
-    try:
-        return date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        return None
+def duplicate_problems(lookup: tuple, *, link_exists: bool = False, duplicates=()) -> list[Problem]:
+    """The duplicate-customer rule, given what was looked up (one record at a time here, a whole bulk chunk at
+    once in apps/sync/bulk_checks.py): `duplicates` are (pk, name) of the other customers with the same name and
+    tax id, the account's own customer left out."""
+    if lookup[0] == "link":
+        return [] if link_exists else [Problem("duplicate_customer_suspected",
+                                               "The customer chosen to link to no longer exists.",
+                                               ["duplicate_resolution"])]
+    if not duplicates:
+        return []
+    listing = ", ".join(f"#{pk} {name}" for pk, name in duplicates)
+    return [Problem("duplicate_customer_suspected",
+                    f"A customer with the same name and tax id already exists ({listing}). Link this account to it, "
+                    f"or confirm it is a different customer.", ["duplicate_resolution", "account.name",
+                                                                 "account.tax_id"])]
 
 
 # ---------------------------------------------------------------- stages
@@ -180,13 +174,8 @@ def stage_fetch(ctx) -> None:
 
     client = ctx.client_for(ctx.source)
     deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.split(":", 1)[1]
-    try:
+    with DEAL_GONE.as_hold(deal_id=deal_id):
         deal = client.get_deal(deal_id)
-    except DownstreamError as exc:
-        if exc.status == 404:
-            raise Hold([Problem("source_not_found", f"HubSpot has no deal {deal_id} (deleted or merged?).", [],
-                                "hubspot", exc.message)])
-        raise
     company_id = deal_company_id(deal)
     company = client.get_company(company_id) if company_id else None
     canonical_payload = canonical_from_deal(deal, company)
@@ -223,7 +212,7 @@ def stage_validate(ctx) -> None:
             fields={"name": p.get("opportunity_name") or account["name"], "customer": customer, "legal_entity": le,
                     "contract_type": p.get("contract_type") or Engagement.ContractType.FIXED_FEE,
                     "contract_value": Decimal(str(p["amount"])), "currency": p["currency"],
-                    "start_date": _date(p.get("start_date")), "end_date": _date(p.get("end_date")),
+                    "start_date": parse_date(p.get("start_date")), "end_date": parse_date(p.get("end_date")),
                     "service_line": p.get("service_line", ""), "project_template": p.get("project_template", ""),
                     "billing_schedule": p.get("billing_schedule", ""),
                     "correlation_id": ctx.record.correlation_id},
@@ -232,14 +221,6 @@ def stage_validate(ctx) -> None:
         ctx.cache.update(customer=customer, engagement=engagement)  # the next stages need them, not a re-read
 
     ctx.on_commit(apply)
-
-
-def _erp_hold(exc: DownstreamError, what: str) -> Hold:
-    fault = ERP_FIELD_MAP.get(exc.field.split(".")[0], "") if exc.field else ""
-    label = FIELD_LABELS.get(fault, exc.field or "a field")
-    return Hold([Problem("downstream_validation",
-                         f"The ERP refused to {what}: {exc.message} (field: {label}).",
-                         [fault] if fault else [], exc.system, exc.message)])
 
 
 def _cached(ctx, key: str, load):
@@ -263,12 +244,8 @@ def stage_erp_customer(ctx) -> None:
         "addressBook": {"items": [{"addressBookAddress": {"country": {"id": customer.country},
                                                           "addressee": customer.name}}]},
     }
-    try:
+    with ERP_REFUSAL.as_hold(what="create the customer"):
         internal_id = client.upsert_customer(f"HO-{customer.key}", fields)
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _erp_hold(exc, "create the customer")
-        raise
     ctx.context["erp_customer_id"] = internal_id
     ctx.link(customer, system=client.system, object_type="customer", external_id=internal_id)
 
@@ -277,7 +254,7 @@ def stage_psa_project(ctx) -> None:
     engagement = _cached(ctx, "engagement", lambda: Engagement.objects.select_related("customer", "legal_entity")
                          .get(pk=ctx.context["engagement_id"]))
     client = ctx.client_for_role("psa")
-    try:
+    with PSA_REFUSAL.as_hold():
         ws_id = client.find_workspace(engagement.code)
         if ws_id is None:
             ws_id = client.create_workspace({
@@ -290,11 +267,6 @@ def stage_psa_project(ctx) -> None:
                 "start_date": engagement.start_date.isoformat() if engagement.start_date else None,
                 "due_date": engagement.end_date.isoformat() if engagement.end_date else None,
             })
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise Hold([Problem("downstream_validation", f"The PSA refused to create the project: {exc.message}.",
-                                [], exc.system, exc.message)])
-        raise
     ctx.context["psa_project_id"] = ws_id
     ctx.link(engagement, system=client.system, object_type="workspace", external_id=ws_id)
 
@@ -303,7 +275,7 @@ def stage_erp_project(ctx) -> None:
     engagement = _cached(ctx, "engagement", lambda: Engagement.objects.select_related("customer", "legal_entity")
                          .get(pk=ctx.context["engagement_id"]))
     client = ctx.client_for_role("erp")
-    try:
+    with ERP_REFUSAL.as_hold(what="create the project (job)"):
         job_id = client.upsert_job(f"HO-{engagement.key}", {
             "entityId": engagement.code,
             "companyName": f"{engagement.code} {engagement.name}"[:83],
@@ -311,10 +283,6 @@ def stage_erp_project(ctx) -> None:
             "subsidiary": {"id": engagement.legal_entity.erp_subsidiary_id},
             "currency": {"refName": engagement.currency},
         })
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise _erp_hold(exc, "create the project (job)")
-        raise
     ctx.context["erp_project_id"] = job_id
     ctx.link(engagement, system=client.system, object_type="job", external_id=job_id)
 
@@ -322,7 +290,7 @@ def stage_erp_project(ctx) -> None:
 def stage_crm_writeback(ctx) -> None:
     client = ctx.client_for(ctx.source)
     c = ctx.context
-    try:
+    with CRM_REFUSAL.as_hold():
         if ctx.source.kind == "hubspot":
             client.update_deal(ctx.payload["opportunity_id"], {
                 "handoff_erp_customer_id": c["erp_customer_id"], "handoff_psa_project_id": c["psa_project_id"],
@@ -333,12 +301,6 @@ def stage_crm_writeback(ctx) -> None:
                 "ERP_Customer_Id__c": c["erp_customer_id"], "PSA_Project_Id__c": c["psa_project_id"],
                 "ERP_Project_Id__c": c["erp_project_id"], "Engagement_Code__c": c["engagement_code"],
                 "Handoff_Status__c": "project created"})
-    except DownstreamError as exc:
-        if exc.permanent:
-            raise Hold([Problem("downstream_validation",
-                                f"The CRM refused the write-back of the new ids: {exc.message}.", [], exc.system,
-                                exc.message)])
-        raise
 
 
 def on_hold(ctx, problems) -> None:
@@ -366,20 +328,11 @@ WORKFLOW = register(Workflow(
         Stage("crm_writeback", "Ids back to CRM", stage_crm_writeback, "crm"),
     ],
     validate=validate,
-    owner_team=owner_team,
-    priority=priority,
+    owner_teams=OWNER_TEAM,
+    default_team=DEFAULT_TEAM,
+    base_priority=PRIORITY,
     fix_fields=FIX_FIELDS,
     first_stage_on_restart="validate",
     on_hold=on_hold,
     field_labels=FIELD_LABELS,
 ))
-
-
-def normalise_fix(field_name: str, value: str):
-    """Clean a value typed into the fix form the same way the CRM mapping does."""
-    value = (value or "").strip()
-    if field_name in ("currency", "account.country"):
-        return value.upper()
-    if field_name == "account.tax_id":
-        return re.sub(r"\s+", "", value)
-    return value

@@ -27,6 +27,10 @@ from django.utils import timezone
 from .base import Hold, Problem, Stage, Workflow, register
 
 NAME = "reconciliation"
+# every hold is finance ops' (base.ADMIN_TEAM adds Handoff's own failures and outages)
+OWNER_TEAM: dict[str, str] = {}
+DEFAULT_TEAM = "finance_ops"
+PRIORITY = 1  # money
 REASON = "reconciliation_variance"
 STAGE = "check"
 FIX_FIELDS = ["accepted_variance_reason"]
@@ -109,16 +113,6 @@ def validate(payload: dict, *, source_kind: str = "", ref=None) -> list[Problem]
     return problems
 
 
-def owner_team(reason: str) -> str:
-    if reason in ("internal_error", "downstream_auth", "downstream_unavailable"):
-        return "integration_admin"
-    return "finance_ops"
-
-
-def priority(payload: dict) -> int:
-    return 1  # money: P1
-
-
 def stage_check(ctx) -> None:
     """Recompute this engagement-month; succeed when within the tolerance or when the variance is accepted."""
     from apps.canonical.models import Engagement
@@ -158,8 +152,9 @@ WORKFLOW = register(Workflow(
     label="Reconciliation",
     stages=[Stage(STAGE, "Check delivered vs billed vs recognised", stage_check)],
     validate=validate,
-    owner_team=owner_team,
-    priority=priority,
+    owner_teams=OWNER_TEAM,
+    default_team=DEFAULT_TEAM,
+    base_priority=PRIORITY,
     fix_fields=FIX_FIELDS,
     first_stage_on_restart=STAGE,
     field_labels=FIELD_LABELS,

@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
+from apps.canonical import amendments
 from apps.canonical.models import Engagement, EngagementChange, ExternalId
 from apps.canonical.ownership import NotSystemOfRecord
 from apps.forecast.models import ForecastRefresh
@@ -151,7 +152,7 @@ class TestRules:
         assert [(p.reason, p.fields) for p in problems] == [("contract_value_below_invoiced", ["amended_amount"])]
         assert ("The amended contract value of 61,500.49 USD is below the 61,500.50 USD already invoiced on "
                 f"{eng.code} (Acme rollout).") in problems[0].message
-        assert co.owner_team("contract_value_below_invoiced") == "finance_ops"
+        assert co.WORKFLOW.owner_team("contract_value_below_invoiced") == "finance_ops"
         assert co.validate(_payload(amended_amount="61500.50"), source_kind="salesforce") == []  # equal is fine
 
     def test_an_unknown_engagement_is_held_and_can_be_named_by_code(self, eng):
@@ -191,8 +192,8 @@ class TestRules:
         assert co.erp_billing_schedule("every other tuesday", "t_and_m") is None
 
     def apply(self, eng, change_id, approved_at, **values):
-        return co.apply_amendment(engagement_id=eng.pk, change_id=change_id, source_system="salesforce",
-                                  source_role="crm", approved_at=approved_at, values=values)
+        return amendments.amendment_apply(engagement_id=eng.pk, change_id=change_id, source_system="salesforce",
+                                          source_role="crm", approved_at=approved_at, values=values)
 
     def test_the_change_is_applied_with_its_history(self, eng):
         outcome, change = self.apply(eng, "AMD-1", T1, contract_value="150000.00", end_date="2027-01-31",
@@ -237,12 +238,12 @@ class TestRules:
 
     def test_only_the_crm_may_change_the_engagement(self, eng):
         with pytest.raises(NotSystemOfRecord):
-            co.apply_amendment(engagement_id=eng.pk, change_id="AMD-1", source_system="kantata", source_role="psa",
-                               approved_at=T1, values={"contract_value": "1.00"})
+            amendments.amendment_apply(engagement_id=eng.pk, change_id="AMD-1", source_system="kantata",
+                                       source_role="psa", approved_at=T1, values={"contract_value": "1.00"})
 
     def test_a_change_held_for_finance_shows_in_the_history_until_it_is_applied(self, eng):
-        co.hold_change(engagement_id=eng.pk, change_id="AMD-1", source_system="salesforce", approved_at=T1,
-                       values={"contract_value": "50000.00"})
+        amendments.amendment_hold(engagement_id=eng.pk, change_id="AMD-1", source_system="salesforce",
+                                  approved_at=T1, values={"contract_value": "50000.00"})
         held = EngagementChange.objects.get()
         assert (held.status, held.after["contract_value"], held.before["contract_value"]) == (
             "held", "50000.00", "100000.00")
@@ -256,7 +257,7 @@ class TestRules:
         s = co.summary({"amendment_id": "AMD-9", "engagement_code": "ENG-000042", "amended_amount": "1.00",
                         "currency": "EUR"})
         assert s == {"title": "Change order AMD-9 · ENG-000042", "amount": "1.00", "currency": "EUR"}
-        assert co.priority({}) == 2 and co.owner_team("unknown_rate_card") == "pmo"
+        assert co.WORKFLOW.priority({}) == 2 and co.WORKFLOW.owner_team("unknown_rate_card") == "pmo"
 
 
 # ---------------------------------------------------------------- end to end

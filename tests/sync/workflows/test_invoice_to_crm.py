@@ -23,7 +23,7 @@ from apps.sandbox.models import SandboxObject
 from apps.sync import services
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
-from apps.sync.workflows.invoice_payment_to_crm import apply_invoice_state
+from apps.finance.services import apply_invoice_state
 
 from tests.worker import inject, run_worker
 from tests.builders import linked_engagement, story

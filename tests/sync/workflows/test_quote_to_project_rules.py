@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from apps.canonical.models import Customer
 from apps.canonical.ownership import NotSystemOfRecord, assert_may_write
 from apps.canonical.services import customer_upsert, external_id_link
-from apps.connectors.base import parse_retry_after
+from apps.connectors.base import DownstreamError, parse_retry_after
 from apps.connectors.hubspot import canonical_from_deal, deal_company_id
 from apps.connectors.salesforce import parse_notifications
 from apps.sync.engine import backoff_seconds
-from apps.sync.workflows.quote_to_project import owner_team, validate
+from apps.sync.workflows.base import WORKFLOW_MODULES, Hold
+from apps.sync.workflows.quote_to_project import DEAL_GONE, ERP_REFUSAL, WORKFLOW, validate
 
 from tests.callbacks import outbound
 
@@ -107,9 +110,43 @@ def test_a_confirmed_new_customer_or_a_link_resolves_the_duplicate(firm):
 
 
 def test_owner_team_follows_the_reason():
-    assert owner_team("missing_legal_entity") == "pmo"
-    assert owner_team("unknown_billing_terms") == "finance_ops"
-    assert owner_team("downstream_unavailable") == "integration_admin"
+    assert WORKFLOW.owner_team("missing_legal_entity") == "pmo"
+    assert WORKFLOW.owner_team("unknown_billing_terms") == "finance_ops"
+    assert WORKFLOW.owner_team("downstream_unavailable") == "integration_admin"
+
+
+def test_every_workflow_reads_its_owner_teams_from_its_table():
+    for name in WORKFLOW_MODULES:
+        module = importlib.import_module(name)
+        wf = module.WORKFLOW
+        for reason, team in module.OWNER_TEAM.items():
+            assert wf.owner_team(reason) == team, (wf.name, reason)
+        assert wf.owner_team("some_reason_nobody_named") == module.DEFAULT_TEAM
+        assert wf.owner_team("internal_error") == "integration_admin" and wf.priority({}) == module.PRIORITY
+
+
+def test_a_permanent_refusal_holds_with_the_field_at_fault_and_a_transient_one_is_retried():
+    refused = DownstreamError("Invalid vatRegNumber", permanent=True, system="netsuite", status=400,
+                              field="vatRegNumber")
+    with pytest.raises(Hold) as held:
+        with ERP_REFUSAL.as_hold(what="create the customer"):
+            raise refused
+    [problem] = held.value.problems
+    assert (problem.reason, problem.fields, problem.system) == ("downstream_validation", ["account.tax_id"], "netsuite")
+    assert problem.message == "The ERP refused to create the customer: Invalid vatRegNumber (field: tax id)."
+    down = DownstreamError("503", permanent=False, system="netsuite", status=503)
+    with pytest.raises(DownstreamError):  # the engine retries it
+        with ERP_REFUSAL.as_hold(what="create the customer"):
+            raise down
+    gone = DownstreamError("not found", permanent=True, system="hubspot", status=404)
+    with pytest.raises(Hold) as held:
+        with DEAL_GONE.as_hold(deal_id="42"):
+            raise gone
+    assert (held.value.problems[0].reason, held.value.problems[0].message) == (
+        "source_not_found", "HubSpot has no deal 42 (deleted or merged?).")
+    with pytest.raises(DownstreamError):  # a refusal DEAL_GONE does not declare: the engine's generic hold
+        with DEAL_GONE.as_hold(deal_id="42"):
+            raise refused
 
 
 def test_only_the_crm_may_write_customer_fields(firm):

@@ -274,13 +274,13 @@ def test_a_warm_batch_prices_an_entry_without_touching_the_database(book, django
 
 
 def test_owner_team_priority_and_summary():
-    assert ttb.owner_team("unknown_rate_card_role") == "pmo"
-    assert ttb.owner_team("project_closed") == "pmo"
-    assert ttb.owner_team("tm_cap_exceeded") == "finance_ops"
-    assert ttb.owner_team("missing_dimension_mapping") == "finance_ops"
-    assert ttb.owner_team("downstream_validation") == "finance_ops"
-    assert ttb.owner_team("downstream_unavailable") == "integration_admin"
-    assert ttb.priority(time_payload()) == 1
+    assert ttb.WORKFLOW.owner_team("unknown_rate_card_role") == "pmo"
+    assert ttb.WORKFLOW.owner_team("project_closed") == "pmo"
+    assert ttb.WORKFLOW.owner_team("tm_cap_exceeded") == "finance_ops"
+    assert ttb.WORKFLOW.owner_team("missing_dimension_mapping") == "finance_ops"
+    assert ttb.WORKFLOW.owner_team("downstream_validation") == "finance_ops"
+    assert ttb.WORKFLOW.owner_team("downstream_unavailable") == "integration_admin"
+    assert ttb.WORKFLOW.priority(time_payload()) == 1
     # held before pricing: the PSA's own value is what is at risk (450 min × 150.00 / 60)
     s = ttb.summary(time_payload(minutes=450, psa_rate="150.00", currency="USD"))
     assert (s["amount"], s["currency"]) == (D("1125.00"), "USD") and "7.50 h" in s["title"]

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand
 
 from apps.sandbox.finance_traffic import FinanceTraffic, poll_settle
 from apps.sandbox.traffic import Deliverer, make_opportunity, scenario_mix
+from apps.core.resilience import run_forever
 from apps.sync.models import Connection
 
 
@@ -83,6 +84,6 @@ class Command(BaseCommand):
                     self.say(f"delivered {scenario:<22} via {via:<10} → {r[0].status_code}")
                 if next_item is not None and next_item <= time.monotonic():
                     next_item += finance_trickle
-                    finance.tick()
+                    run_forever(finance.tick, what="demo traffic")
             except requests.RequestException as exc:
                 self.say(f"delivery failed ({exc}); trying again later")

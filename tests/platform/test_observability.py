@@ -24,11 +24,12 @@ from rq import SimpleWorker
 from apps.core import metrics as metrics_module
 from apps.core.logging import JsonFormatter, PlainFormatter, log_context, make_formatter
 from apps.sandbox.traffic import make_opportunity
-from apps.sync import engine, wakeup
+from apps.sync import wakeup
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
 
 from tests.callbacks import outbound, post_salesforce
+
 
 # ------------------------------------------------------------------ helpers
 
@@ -157,7 +158,7 @@ def test_a_processed_records_log_lines_carry_its_correlation_id_and_no_tax_id(co
         assert response.status_code == 200
         process_inbox()
         record = SyncRecord.objects.get()
-        queue = engine.PRIORITY_QUEUE[record.priority]
+        queue = wakeup.PRIORITY_QUEUE[record.priority]
         assert wakeup.enqueue_now(f"records:{queue}")
         q = django_rq.get_queue(queue)
         SimpleWorker([q], connection=q.connection).work(burst=True)
@@ -200,6 +201,9 @@ class _Redis:
 
     def ping(self):
         return True
+
+    def smembers(self, key):  # no worker registered
+        return set()
 
     def config_get(self, name):
         if self.error:
