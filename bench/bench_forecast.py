@@ -48,11 +48,11 @@ def build(n: int, months: int, today: date) -> None:
     from django.db import connection
 
     from apps.canonical.models import Customer, Engagement, LegalEntity, PaymentTerms
-    from apps.core import demo
+    from apps.demo import firm
     from apps.finance.models import ExpenseEntry, Invoice, RevenueEntry, TimeEntry
     from apps.forecast.actuals import Window, add_months
 
-    demo.setup_reference_data()
+    firm.setup_reference_data()
     les = {le.code: le for le in LegalEntity.objects.all()}
     terms = PaymentTerms.objects.get(code="NET30")
     plan = [("US01", "USD"), ("UK01", "GBP"), ("DE01", "EUR")]
@@ -132,7 +132,7 @@ def main() -> None:
 
     from apps.forecast import actuals
     from apps.forecast.models import ForecastRefresh
-    from apps.sandbox import anaplan_api
+    from apps.sandbox.anaplan import model as anaplan_model
 
     call_command("migrate", verbosity=0)
     today = timezone.localdate()
@@ -149,7 +149,7 @@ def main() -> None:
             data, n = actuals.csv_file(window=window)
             t2 = time.perf_counter()
         t3 = time.perf_counter()
-        result = anaplan_api.run_import(data.decode("latin-1"), {})  # the sandbox keeps bytes 1:1
+        result = anaplan_model.run_import(data.decode("latin-1"), {})  # the sandbox keeps bytes 1:1
         t4 = time.perf_counter()
         ok = result["result"]["successful"]
         say(f"round {r}: roll-up {done.rows} rows ({done.written} written) in {t1 - t0:.2f} s · CSV {n} rows, "

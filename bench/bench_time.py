@@ -126,7 +126,7 @@ def expected_amount(minutes: int, write_off: int, billable: bool, rate: str, cur
 def load_entries(n: int, book: list[dict], *, first_id: int, seed: int) -> dict:
     """n approved time entries as Kantata webhooks, through Handoff's parser and store_events."""
     from apps.connectors.kantata_time import parse_time_entry
-    from apps.sandbox.psa_time import envelope, time_entry
+    from apps.sandbox.kantata.time_entries import envelope, time_entry
     from apps.sync.intake import store_events
     from apps.sync.models import Connection
 

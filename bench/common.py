@@ -96,8 +96,8 @@ def setup_django() -> dict:
     from django.contrib.auth.models import Group, Permission
     from django.core.management import call_command
 
-    from apps.core.demo import setup_connections, setup_reference_data
     from apps.core.roles import define_roles
+    from apps.demo.firm import setup_connections, setup_reference_data
 
     say("migrating")
     call_command("migrate", "--noinput", verbosity=0)

@@ -231,8 +231,8 @@ def sustained(args, web_url: str, web_pid: int, engines, workdir: Path) -> dict:
 
 def make_deals(n: int, seed: int) -> list[int]:
     """n good closed-won HubSpot deals (+ companies) in the sandbox; returns the deals' ids (objectIds)."""
+    from apps.demo.deals import make_opportunity
     from apps.sandbox.models import SandboxObject
-    from apps.sandbox.traffic import make_opportunity
 
     rng = random.Random(seed)
     pairs = [make_opportunity(rng, "good").as_hubspot() for _ in range(n)]
@@ -521,7 +521,7 @@ def main(argv=None) -> int:
         import django
 
         django.setup()
-        from apps.core.demo import setup_connections
+        from apps.demo.firm import setup_connections
         from bench import baseline
 
         baseline.create_table()

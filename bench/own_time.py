@@ -81,7 +81,7 @@ def measure(args) -> int:
     from django.db.models import Sum
 
     call_command("migrate", verbosity=0)
-    from apps.core.demo import setup_connections, setup_reference_data
+    from apps.demo.firm import setup_connections, setup_reference_data
     from apps.sync import engine
     from apps.sync.intake import process_inbox
     from apps.sync.models import Attempt, SyncRecord

@@ -279,7 +279,7 @@ def setup_django(sandbox_url: str, extra_env: dict | None = None) -> None:
     import django
 
     django.setup()
-    from apps.core.demo import setup_connections
+    from apps.demo.firm import setup_connections
     from bench import baseline
 
     baseline.create_table()
@@ -310,7 +310,7 @@ def reset_state() -> None:
     """Empty every table the benchmark fills; keep connections and sandbox settings; re-create reference data."""
     from django.db import connection
 
-    from apps.core.demo import setup_reference_data
+    from apps.demo.firm import setup_reference_data
 
     with connection.cursor() as cur:
         cur.execute(TRUNCATE_SQL)
@@ -436,8 +436,8 @@ def load_inbox(n: int, *, bad_share: float, seed: int) -> dict:
     """n closed-won HubSpot deals (+ companies) straight into the sandbox, and their verified webhook events
     stored through the intake's own store_events (100 events per call, as HubSpot batches them)."""
     from apps.connectors import hubspot
+    from apps.demo.deals import make_opportunity, scenario_mix
     from apps.sandbox.models import SandboxObject
-    from apps.sandbox.traffic import make_opportunity, scenario_mix
     from apps.sync.intake import store_events
     from apps.sync.models import Connection
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import URLPattern, include, path, re_path
+from django.urls import URLPattern, include, path
 from django_rq import urls as rq_urls
 
 from apps.core import views as core_views
@@ -25,13 +25,4 @@ urlpatterns = [
 ]
 
 if settings.HANDOFF_SANDBOX_ENABLED:
-    from apps.sandbox import views as sandbox
-
-    urlpatterns += [
-        re_path(r"^sandbox/hubspot/(?P<path>.*)$", sandbox.hubspot),
-        re_path(r"^sandbox/salesforce/(?P<path>.*)$", sandbox.salesforce),
-        re_path(r"^sandbox/netsuite/(?P<path>.*)$", sandbox.netsuite),
-        re_path(r"^sandbox/kantata/(?P<path>.*)$", sandbox.kantata),
-        re_path(r"^sandbox/stripe/(?P<path>.*)$", sandbox.lazy_view("apps.sandbox.stripe_api:stripe")),
-        re_path(r"^sandbox/anaplan/(?P<path>.*)$", sandbox.lazy_view("apps.sandbox.anaplan_api:anaplan")),
-    ]
+    urlpatterns += [path("", include("apps.sandbox.urls"))]

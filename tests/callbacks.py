@@ -17,9 +17,10 @@ import uuid
 from apps.connectors import standard_webhooks
 from apps.connectors.hubspot import signature_v3
 from apps.connectors.salesforce import build_outbound_message
-from apps.core.demo import INBOUND_SECRETS, SALESFORCE_ORG
-from apps.sandbox import stripe_api
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
+from apps.demo.firm import SALESFORCE_ORG
+from apps.sandbox.credentials import INBOUND_SECRETS
+from apps.sandbox.stripe import webhooks as stripe_webhooks
 from apps.sync.intake import process_inbox
 from apps.sync.models import InboundEvent, SyncRecord
 
@@ -122,7 +123,8 @@ def post_stripe(client, payload: bytes | dict, *, secret=None, t=None, header=No
     """POST a Stripe event signed as Stripe documents it; `header=""` sends no Stripe-Signature at all."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     if header is None:
-        header = stripe_api.signature_header(secret or INBOUND_SECRETS["stripe"], body.decode("utf-8", "replace"), t)
+        secret = secret or INBOUND_SECRETS["stripe"]
+        header = stripe_webhooks.signature_header(secret, body.decode("utf-8", "replace"), t)
     extra = {"HTTP_STRIPE_SIGNATURE": header} if header != "" else {}
     return client.post(STRIPE_PATH, data=body, content_type=content_type, **extra)
 

@@ -14,8 +14,8 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from rest_framework.test import APIClient
 
-from apps.core import demo
 from apps.core.roles import define_roles
+from apps.demo import firm as demo_firm
 from apps.sync.models import Connection
 
 from tests.builders import user
@@ -65,20 +65,20 @@ def dave(roles):
 @pytest.fixture
 def firm(db):
     """Legal entities US01/UK01/DE01, payment terms, and the existing customer Northwind Traders."""
-    demo.setup_reference_data()
+    demo_firm.setup_reference_data()
 
 
 @pytest.fixture
 def connections(firm):
     """Connections to the sandboxes at an address nothing listens on (for tests that make no calls)."""
-    return demo.setup_connections("http://127.0.0.1:9", hubspot_secret=HUBSPOT_SECRET)
+    return demo_firm.setup_connections("http://127.0.0.1:9", hubspot_secret=HUBSPOT_SECRET)
 
 
 @pytest.fixture
 def sandboxes(transactional_db, live_server, firm):
     """Connections pointed at the sandboxes served over real HTTP by the live server. Backoff is shortened so
     retries happen within the test."""
-    conns = demo.setup_connections(live_server.url, hubspot_secret=HUBSPOT_SECRET)
+    conns = demo_firm.setup_connections(live_server.url, hubspot_secret=HUBSPOT_SECRET)
     Connection.objects.update(backoff_base_seconds=0.05, backoff_cap_seconds=0.2)
     for c in conns.values():
         c.refresh_from_db()
@@ -87,7 +87,7 @@ def sandboxes(transactional_db, live_server, firm):
 
 @pytest.fixture
 def deliverer(sandboxes, live_server):
-    from apps.sandbox.traffic import Deliverer
+    from apps.demo.deals import Deliverer
 
     return Deliverer(handoff_url=live_server.url, sandbox_url=live_server.url, hubspot_secret=HUBSPOT_SECRET,
-                     salesforce_org=demo.SALESFORCE_ORG)
+                     salesforce_org=demo_firm.SALESFORCE_ORG)

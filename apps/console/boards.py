@@ -22,8 +22,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
-from apps.sandbox.faults import DEFAULT_TOKENS
-from apps.sandbox.models import SandboxSystem
 from apps.sync import sweeper, wakeup
 from apps.sync.models import AuditEntry, Connection
 from apps.sync.wakeup import QUEUE_PRIORITIES
@@ -33,8 +31,6 @@ from . import charts, kpis
 KPI_NAMES = ["cycle_time", "latency", "failure_rate", "open_exceptions", "resolution_time", "revenue_at_risk",
              "reconciliation"]
 DRAIN_QUEUES = list(QUEUE_PRIORITIES)  # high, default, low
-FAULT_FIELDS = ["error_rate", "rate_limit_rate", "timeout_rate", "lost_response_rate", "hang_ms", "latency_ms",
-                "fail_next_count", "fail_next_status", "retry_after_seconds"]
 
 
 ROTATABLE_SECRETS = {Connection.Kind.HUBSPOT, Connection.Kind.KANTATA, Connection.Kind.NETSUITE}
@@ -211,46 +207,23 @@ class ResumeForm(forms.Form):
     reason = forms.CharField(max_length=300, required=False, strip=True)
 
 
-class FaultForm(forms.ModelForm):
-    error_rate = forms.FloatField(min_value=0, max_value=1, help_text="Share of calls answered 500 (0–1)")
-    rate_limit_rate = forms.FloatField(min_value=0, max_value=1, help_text="Share answered 429 (0–1)")
-    timeout_rate = forms.FloatField(min_value=0, max_value=1, help_text="Share that hang past the client timeout")
-    lost_response_rate = forms.FloatField(min_value=0, max_value=1,
-                                          help_text="Share written, then answered too late (a lost response)")
-    hang_ms = forms.IntegerField(min_value=0, max_value=120_000, help_text="How long a timeout/lost response hangs")
-    latency_ms = forms.IntegerField(min_value=0, max_value=60_000)
-    fail_next_count = forms.IntegerField(min_value=0, max_value=10_000)
-    fail_next_status = forms.IntegerField(min_value=400, max_value=599)
-    retry_after_seconds = forms.IntegerField(min_value=0, max_value=3600)
-
-    class Meta:
-        model = SandboxSystem
-        fields = FAULT_FIELDS
-
-
-def _connections_context(request, *, bound: dict | None = None, new_secret: dict | None = None) -> dict:
-    """The list with its health numbers; `bound` = {connection pk: {"pause": form, "faults": form}} to show a
-    posted form's errors in its own row."""
+def connections_context(request, *, bound: dict | None = None, new_secret: dict | None = None) -> dict:
+    """The list with its health numbers; `bound` = {connection pk: {form name: form}} to show a posted form's
+    errors in its own row. Other apps add their own forms to each row (settings.HANDOFF_CONNECTION_PANELS: the
+    templates included there, which read `r.bound`)."""
     rows = kpis.connection_health()
-    sandbox = settings.HANDOFF_SANDBOX_ENABLED
-    systems = {s.system: s for s in SandboxSystem.objects.filter(system__in={r["connection"].kind for r in rows})} \
-        if sandbox else {}
     for r in rows:
         c = r["connection"]
-        forms_for = (bound or {}).get(c.pk, {})
-        r["pause_form"] = forms_for.get("pause") or PauseForm(prefix=f"c{c.pk}")
-        r["sandbox"] = systems.get(c.kind)
-        if sandbox:
-            instance = r["sandbox"] or SandboxSystem(system=c.kind)
-            r["fault_form"] = forms_for.get("faults") or FaultForm(instance=instance, prefix=f"c{c.pk}")
-    return {"rows": rows, "can_change": request.user.has_perm("sync.change_connection"), "sandbox": sandbox,
-            "new_secret": new_secret}
+        r["bound"] = (bound or {}).get(c.pk, {})
+        r["pause_form"] = r["bound"].get("pause") or PauseForm(prefix=f"c{c.pk}")
+    return {"rows": rows, "can_change": request.user.has_perm("sync.change_connection"),
+            "connection_panels": settings.HANDOFF_CONNECTION_PANELS, "new_secret": new_secret}
 
 
 @require_safe
 @permission_required("sync.view_connection", raise_exception=True)
 def connections(request):
-    context = _connections_context(request)
+    context = connections_context(request)
     template = "console/boards/connections.html#list" if htmx_partial(request) else "console/boards/connections.html"
     return render(request, template, context)
 
@@ -272,7 +245,7 @@ def connection_pause(request, pk: int):
     connection = get_object_or_404(Connection, pk=pk)
     form = PauseForm(request.POST, prefix=f"c{pk}")
     if not form.is_valid():
-        context = _connections_context(request, bound={pk: {"pause": form}})
+        context = connections_context(request, bound={pk: {"pause": form}})
         return render(request, "console/boards/connections.html", context, status=400)
     with transaction.atomic():
         c = Connection.objects.select_for_update().get(pk=pk)
@@ -321,35 +294,10 @@ def connection_rotate_secret(request, pk: int):
         c.save(update_fields=["inbound_secret", "updated_at"])
         _audit_connection(request, c, "rotate_secret", {"inbound_secret": "set" if had else "not set"},
                           {"inbound_secret": "rotated"}, request.POST.get("reason", "").strip()[:300])
-    context = _connections_context(request, new_secret={"connection": c, "secret": secret})
+    context = connections_context(request, new_secret={"connection": c, "secret": secret})
     response = render(request, "console/boards/connections.html", context)
     response["Cache-Control"] = "no-store"
     return response
-
-
-@require_POST
-@permission_required("sync.change_connection", raise_exception=True)
-def connection_faults(request, pk: int):
-    if not settings.HANDOFF_SANDBOX_ENABLED:
-        raise Http404("The sandboxes are not enabled here.")
-    connection = get_object_or_404(Connection, pk=pk)
-    SandboxSystem.objects.get_or_create(system=connection.kind,
-                                        defaults={"token": DEFAULT_TOKENS.get(connection.kind, "x")})
-    with transaction.atomic():
-        system = SandboxSystem.objects.select_for_update().get(system=connection.kind)
-        before = {f: getattr(system, f) for f in FAULT_FIELDS}
-        form = FaultForm(request.POST, instance=system, prefix=f"c{pk}")
-        if form.is_valid():
-            form.save()
-            after = {f: getattr(system, f) for f in FAULT_FIELDS}
-            AuditEntry.objects.create(actor=request.user, record=None, action="fault_injection",
-                                      before={"connection": connection.slug, "system": system.system, **before},
-                                      after={"connection": connection.slug, "system": system.system, **after})
-    if not form.is_valid():
-        context = _connections_context(request, bound={pk: {"faults": form}})
-        return render(request, "console/boards/connections.html", context, status=400)
-    messages.success(request, f"Fault injection for the {connection.kind} sandbox saved.")
-    return redirect("console:connections")
 
 
 # ---------------------------------------------------------------- 5. audit export

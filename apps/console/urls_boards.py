@@ -14,6 +14,5 @@ urlpatterns = [
     path("connections/<int:pk>/pause/", boards.connection_pause, name="connection_pause"),
     path("connections/<int:pk>/resume/", boards.connection_resume, name="connection_resume"),
     path("connections/<int:pk>/rotate-secret/", boards.connection_rotate_secret, name="connection_rotate_secret"),
-    path("connections/<int:pk>/faults/", boards.connection_faults, name="connection_faults"),
     path("audit/export.csv", boards.audit_export, name="audit_export"),
 ]

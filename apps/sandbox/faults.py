@@ -11,10 +11,8 @@ from django.db import connection as db
 from django.db.models import F
 from django.http import HttpResponse
 
+from .credentials import DEFAULT_TOKENS
 from .models import SandboxSystem
-
-DEFAULT_TOKENS = {s: f"sandbox-{s}-token" for s in ("hubspot", "salesforce", "netsuite", "kantata", "anaplan")}
-DEFAULT_TOKENS["stripe"] = "sk_test_sandbox_handoff"  # Stripe secret keys look like sk_test_…
 
 
 def system_config(system: str) -> SandboxSystem:
@@ -76,7 +74,7 @@ def check(request, system: str) -> HttpResponse | None:
         return _fault(system, 504, cfg)
     if cfg.lost_response_rate and random.random() < cfg.lost_response_rate:
         # serve the call in full (the write commits), then hang: the caller times out and never sees the answer
-        # (sandbox_view does the hanging, after the view has run)
+        # (http.sandbox_view does the hanging, after the view has run)
         request.sandbox_lose_response = hang_seconds(cfg)
     return None
 

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "apps.sla",
     "apps.connectors",
     "apps.sandbox",
+    "apps.demo",
     "apps.forecast",
     "apps.api",
     "apps.console",
@@ -185,6 +186,9 @@ HANDOFF_SIGNATURE_MAX_AGE_SECONDS = 300
 # The loopback sandboxes of the external systems (demo and tests only).
 HANDOFF_SANDBOX_ENABLED = env_bool("HANDOFF_SANDBOX_ENABLED", False)
 HANDOFF_SANDBOX_URL = os.environ.get("HANDOFF_SANDBOX_URL", "http://127.0.0.1:8001")
+# Templates other apps add to each row of the console's connections page, so the console names none of them; the
+# sandboxes' fault-injection form shows only when HANDOFF_SANDBOX_ENABLED (checked as the page renders).
+HANDOFF_CONNECTION_PANELS = ["sandbox/connection_faults.html"]
 HANDOFF_PUBLIC_URL = os.environ.get("HANDOFF_PUBLIC_URL", "http://127.0.0.1:8000")
 # Records a worker claims at once; a lease that expires lets the sweeper hand the record to another worker.
 HANDOFF_CLAIM_BATCH = int(os.environ.get("HANDOFF_CLAIM_BATCH", 50))

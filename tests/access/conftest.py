@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from apps.canonical.models import Customer, Engagement, LegalEntity
-from apps.sync.desk import search_keys
+from apps.sync.queue_columns import search_keys
 from apps.sync.models import BulkAction, Connection, SyncRecord
 
 TAX_ID = "98-7654321"

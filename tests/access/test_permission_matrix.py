@@ -86,7 +86,7 @@ EXPECTED: dict[str, dict] = {
     "console:connection_resume": {"args": "connection", "GET": NO_GET, "POST": R(LOGIN, 403, 403, 403, 302)},
     "console:connection_rotate_secret": {"args": "connection", "GET": NO_GET,
                                          "POST": R(LOGIN, 403, 403, 403, 200)},
-    "console:connection_faults": {"args": "connection", "GET": NO_GET, "POST": R(LOGIN, 403, 403, 403, 302)},
+    "sandbox_connection_faults": {"args": "connection", "GET": NO_GET, "POST": R(LOGIN, 403, 403, 403, 302)},
     "console:audit_export": {"GET": ADMIN_ONLY},
     # bulk actions: the roles that act (each only on records it may act on; the preview says which)
     "console:bulk_preview": {"GET": NO_GET, "POST resubmit": R(LOGIN, 403, 302, 302, 302)},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from apps.core.demo import SALESFORCE_ORG
+from apps.demo.firm import SALESFORCE_ORG
 from apps.sync.intake import process_inbox
 from apps.sync.models import Connection, InboundEvent, SyncRecord
 

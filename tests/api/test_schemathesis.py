@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from apps.core.demo import SALESFORCE_ORG
+from apps.demo.firm import SALESFORCE_ORG
 from apps.sync.intake import process_inbox
 from apps.sync.models import Connection, InboundEvent, SyncRecord
 

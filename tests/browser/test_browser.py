@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
 from apps.sync.models import AuditEntry, SyncRecord
 
 from tests.browser.chromium import chromium_page, chromium_path

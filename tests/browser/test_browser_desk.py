@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from apps.demo.deals import make_opportunity, scenario_mix
 from apps.sandbox.models import SandboxObject
-from apps.sandbox.traffic import make_opportunity, scenario_mix
 from apps.sync.models import AuditEntry, BulkAction, SyncRecord
 
 from tests.browser.chromium import chromium_page, chromium_path

@@ -13,9 +13,10 @@ import stripe
 
 from apps.connectors.base import DownstreamError
 from apps.connectors.stripe_billing import StripeClient
-from apps.core.demo import INBOUND_SECRETS
-from apps.sandbox import stripe_api
+from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sandbox.models import SandboxObject
+from apps.sandbox.stripe import webhooks as stripe_webhooks
+from apps.sandbox.stripe.api import API_VERSION as STRIPE_API_VERSION
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
 
@@ -34,7 +35,7 @@ def invoice_event(event_id="evt_1", etype="invoice.paid", created=None, **obj) -
                "due_date": 1767225600, "created": 1763000000, "metadata": {"handoff_engagement": "ENG-000001"},
                "status_transitions": {"finalized_at": 1763000000, "paid_at": 1763000100}}
     invoice.update(obj)
-    return {"id": event_id, "object": "event", "api_version": stripe_api.API_VERSION,
+    return {"id": event_id, "object": "event", "api_version": STRIPE_API_VERSION,
             "created": created or int(time.time()), "data": {"object": invoice}, "livemode": False,
             "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None}, "type": etype}
 
@@ -55,14 +56,14 @@ def test_a_signed_event_is_accepted_and_a_redelivery_stored_once(connections, ap
 
 def test_the_library_and_the_sandbox_agree_on_the_signature():
     body = json.dumps(invoice_event())
-    header = stripe_api.signature_header(SECRET, body)
+    header = stripe_webhooks.signature_header(SECRET, body)
     event = stripe.Webhook.construct_event(body, header, SECRET)
     assert event.id == "evt_1" and event.type == "invoice.paid"
 
 
 def test_one_of_several_v1_signatures_may_match(connections, api):
     body = json.dumps(invoice_event()).encode()
-    good = stripe_api.signature_header(SECRET, body.decode())
+    good = stripe_webhooks.signature_header(SECRET, body.decode())
     t, v1 = good.split(",")
     r = post_stripe(api, body, header=f"{t},v1={'0' * 64},{v1},v0=deadbeef")  # a secret roll: old and new signature
     assert r.status_code == 202
@@ -207,7 +208,7 @@ def test_auth_and_unknown_paths_answer_in_stripes_error_shape(sandboxes, live_se
 
 
 def test_invoice_lifecycle_and_its_signed_webhooks(client, live_server):
-    stripe_api.configure_webhooks(mode="hold")
+    stripe_webhooks.configure_webhooks(mode="hold")
     cus = client.find_or_create_customer(customer_key="k-2", name="Beta")
     ctx: dict = {}
     inv = client.invoice_milestone(key="handoff-ms-1", customer_id=cus["id"], currency="EUR",
@@ -231,9 +232,9 @@ def test_invoice_lifecycle_and_its_signed_webhooks(client, live_server):
     assert (paid["status"], paid["amount_paid"], paid["amount_remaining"]) == ("paid", 123456, 0)
     voided = raw(live_server, "POST", f"/v1/invoices/{inv['id']}/void")
     assert voided.status_code == 400 and voided.json()["error"]["code"] == "invoice_not_editable"
-    types = [e["type"] for e in stripe_api.events_for(inv["id"])]
+    types = [e["type"] for e in stripe_webhooks.events_for(inv["id"])]
     assert types == ["invoice.created", "invoice.finalized", "invoice.paid"]
-    held = stripe_api.undelivered_events()
+    held = stripe_webhooks.undelivered_events()
     assert [e["type"] for e in held] == ["invoice.finalized", "invoice.paid"]  # invoice.created: not subscribed
     # the finalized event carries the invoice as it was when finalized, signed as Stripe signs it
     assert held[0]["data"]["object"]["status"] == "open"
@@ -246,18 +247,18 @@ def test_invoice_lifecycle_and_its_signed_webhooks(client, live_server):
         received.append((data, headers))
         return Capture()
 
-    import apps.sandbox.stripe_api as mod
+    import apps.sandbox.stripe.webhooks as mod
 
     original = mod.requests.post
     mod.requests.post = fake_post
     try:
-        stripe_api.deliver_event(held[0]["id"])
+        stripe_webhooks.deliver_event(held[0]["id"])
     finally:
         mod.requests.post = original
     body, headers = received[0]
     event = stripe.Webhook.construct_event(body.decode(), headers["Stripe-Signature"], INBOUND_SECRETS["stripe"])
     assert event.id == held[0]["id"] and event.data.object.id == inv["id"]
-    assert stripe_api.undelivered_events()[0]["type"] == "invoice.paid"
+    assert stripe_webhooks.undelivered_events()[0]["type"] == "invoice.paid"
 
 
 def test_stripe_errors_become_downstream_errors(client, live_server):

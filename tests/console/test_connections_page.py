@@ -281,6 +281,21 @@ def test_sandbox_fault_injection_settings_are_saved_and_audited(client, carol, c
     assert AuditEntry.objects.filter(action="fault_injection").count() == 1
 
 
+def test_the_connections_page_shows_each_sandboxs_fault_form_and_a_refused_one_with_its_errors(client, carol,
+                                                                                               connections):
+    kan = connections["kantata"]
+    client.force_login(carol)
+    html = client.get("/connections/").content.decode()
+    assert f'action="/connections/{kan.pk}/faults/"' in html and "Sandbox fault injection (kantata)" in html
+
+    resp = client.post(f"/connections/{kan.pk}/faults/", _faults(kan.pk, error_rate=1.5))
+
+    html = resp.content.decode()
+    assert resp.status_code == 400 and 'class="errorlist' in html
+    assert f'name="c{kan.pk}-error_rate" value="1.5"' in html  # the posted form, in its own row
+    assert html.count("<details open>") == 1
+
+
 def test_fault_injection_is_off_without_the_sandboxes(client, carol, connections, settings):
     settings.HANDOFF_SANDBOX_ENABLED = False
     kan = connections["kantata"]

@@ -14,8 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.console import queue
+from apps.demo.deals import make_opportunity
 from apps.sandbox.models import SandboxObject
-from apps.sandbox.traffic import make_opportunity
 from apps.sync import desk, queue_columns
 from apps.sync.models import AuditEntry, Connection, SyncRecord
 

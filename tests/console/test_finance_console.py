@@ -8,7 +8,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from apps.canonical.models import Engagement
-from apps.core import demo_book
+from apps.demo import book as demo_book
 from apps.finance.models import Invoice
 
 

@@ -5,7 +5,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db.models import F, Sum
 
 from apps.canonical.models import Engagement, ExternalId, Milestone
-from apps.core import demo_book
+from apps.demo import book as demo_book, book_reference
 from apps.finance.models import Invoice, RevenueEntry, TimeEntry
 from apps.sync.models import SyncRecord
 
@@ -52,25 +52,25 @@ def test_the_book_is_consistent_and_written_once(connections):
 
 def test_the_demo_firms_dimension_mappings_are_ones_the_sandbox_erp_accepts(firm):
     from apps.canonical.models import LegalEntity
+    from apps.demo.finance_plan import EXPENSE_CODE, TIME_CODE
     from apps.finance.models import DimensionMapping
-    from apps.sandbox import psa_time
-    from apps.sandbox.finance_traffic import EXPENSE_CODE, TIME_CODE
-    from apps.sandbox.netsuite_reference import SEGMENTS
+    from apps.sandbox.netsuite import time_bills
+    from apps.sandbox.netsuite.reference import SEGMENTS
 
     us01 = LegalEntity.objects.get(code="US01")
     DimensionMapping.objects.create(legal_entity=us01, service_code="IMPL", department_id="11", class_id="101",
                                     location_id="2", item_id="501")  # as an older demo wrote it
-    demo_book.setup_finance_reference()
+    book_reference.setup_finance_reference()
 
     mappings = list(DimensionMapping.objects.select_related("legal_entity"))
     assert {(m.legal_entity.code, m.service_code) for m in mappings} == {
         (le, code) for le in ("US01", "UK01", "DE01") for code in ("CONS", "IMPL", "MSVC", "EXP")} - {
-        demo_book.MISSING_MAPPING}
+        book_reference.MISSING_MAPPING}
     for m in mappings:
         line = {"subsidiary": {"id": m.legal_entity.erp_subsidiary_id}, "department": {"id": m.department_id},
                 "class": {"id": m.class_id}, "location": {"id": m.location_id}, "item": {"id": m.item_id}}
         # the sandbox NetSuite's own check of a time bill's and a charge's reference keys
-        assert psa_time._segments(line, ("subsidiary", "department", "class", "location", "item")) is None, m
+        assert time_bills._segments(line, ("subsidiary", "department", "class", "location", "item")) is None, m
     by = {(m.legal_entity.code, m.service_code): m for m in mappings}
     assert (by["US01", "IMPL"].department_id, by["US01", "IMPL"].item_id) == ("20", "101")  # repaired
     assert SEGMENTS["location"][by["UK01", "CONS"].location_id] == "London"
@@ -83,7 +83,7 @@ def test_the_books_crm_links_are_objects_the_crm_sandboxes_serve(connections):
     from django.test import Client
 
     from apps.canonical.models import Customer
-    from apps.sandbox.faults import DEFAULT_TOKENS
+    from apps.sandbox.credentials import DEFAULT_TOKENS
     from apps.sandbox.models import SandboxObject
 
     demo_book.build(n_engagements=12, seed=3)

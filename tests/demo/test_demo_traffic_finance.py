@@ -1,4 +1,4 @@
-"""The demo's delivery-to-cash traffic (apps/sandbox/finance_traffic.py) against the sandboxes over real HTTP,
+"""The demo's delivery-to-cash traffic (apps/demo/finance_traffic.py) against the sandboxes over real HTTP,
 worked by a real RQ worker: deals won through quote-to-project, change orders, approved time and expenses, completed
 milestones invoiced in NetSuite and Stripe, Stripe payments / failures / disputes (one delivered twice, one out of
 order), a NetSuite payment — every hold reason of time & expense to billing present, the good ones through, the
@@ -13,10 +13,12 @@ from decimal import Decimal
 import pytest
 
 from apps.canonical.models import Engagement, EngagementChange
+from apps.demo.finance_plan import CAP, Sent, settled
+from apps.demo.finance_traffic import FinanceTraffic
 from apps.finance.models import ExpenseEntry, Invoice, Payment, TimeEntry
-from apps.sandbox import billing, stripe_api
-from apps.sandbox.finance_traffic import CAP, FinanceTraffic, Sent, settled
+from apps.sandbox import callbacks
 from apps.sandbox.models import SandboxObject
+from apps.sandbox.stripe import webhooks as stripe_webhooks
 from apps.sync.models import Connection, InboundEvent, SyncRecord
 
 from tests.worker import run_worker
@@ -31,8 +33,8 @@ TIME_HOLDS = {"unknown_project", "project_closed", "unknown_rate_card_role", "en
 def traffic(deliverer, live_server):
     """The sandboxes send their callbacks to the live server; Anaplan imports are polled quickly."""
     for system in ("netsuite", "kantata"):
-        billing.configure_callbacks(system, url=f"{live_server.url}/api/v1/callbacks/{system}/")
-    stripe_api.configure_webhooks(url=f"{live_server.url}/api/v1/callbacks/stripe/")
+        callbacks.configure_callbacks(system, url=f"{live_server.url}/api/v1/callbacks/{system}/")
+    stripe_webhooks.configure_webhooks(url=f"{live_server.url}/api/v1/callbacks/stripe/")
     Connection.objects.filter(slug="anaplan").update(settings={"poll_seconds": 0.05})
     settles = []
 

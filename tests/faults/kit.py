@@ -251,8 +251,8 @@ def create_hubspot_deals(n: int, *, seed: int = 0, bad_share: float = 0.1, share
     several engagements), inserted in bulk. Returns the deal ids and their (unsent) webhook events."""
     from django.db import transaction
 
+    from apps.demo.deals import make_opportunity, scenario_mix
     from apps.sandbox.models import SandboxObject
-    from apps.sandbox.traffic import make_opportunity, scenario_mix
 
     rng = random.Random(seed)
     scenarios = scenarios or scenario_mix(n, rng, bad_share=bad_share)

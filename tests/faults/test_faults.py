@@ -29,8 +29,8 @@ import redis
 from django.db import connection
 from django.utils import timezone
 
+from apps.demo.deals import make_opportunity
 from apps.sandbox.models import SandboxObject
-from apps.sandbox.traffic import make_opportunity
 from apps.sync import engine, intake, services, sweeper
 from apps.sync.bulk import bulk_confirm, bulk_preview
 from apps.sync.models import Attempt, AuditEntry, BulkAction, InboundEvent, SyncRecord

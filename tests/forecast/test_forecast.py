@@ -11,11 +11,11 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from apps.finance.models import ExpenseEntry, Invoice, InvoiceLine, RevenueEntry, TimeEntry
 from apps.forecast import actuals, services
 from apps.forecast.actuals import Window
-from apps.finance.models import ExpenseEntry, Invoice, InvoiceLine, RevenueEntry, TimeEntry
 from apps.forecast.models import ForecastPeriod, ForecastRefresh
-from apps.sandbox import anaplan_api
+from apps.sandbox.anaplan import model as anaplan_model
 from apps.sandbox.models import SandboxObject, SandboxSystem
 from apps.sync import services as sync_services
 from apps.sync.models import Attempt, AuditEntry, Connection, SyncRecord
@@ -133,8 +133,8 @@ def test_a_second_roll_up_updates_rows_in_place_and_drops_rows_that_no_longer_ap
 
 
 def test_the_sandbox_rejects_rows_outside_the_model_time_range_and_a_wrong_header(db):
-    good = ",".join(anaplan_api.HEADER) + "\r\nENG-1,A,t_and_m,USD,2026-10,1.00,2.00,3.00,4.00,5.00,1.00\r\n"
-    out = anaplan_api.run_import((good + "ENG-2,B,t_and_m,USD,2019-03,1,2,3,4,5,1\r\n"
+    good = ",".join(anaplan_model.HEADER) + "\r\nENG-1,A,t_and_m,USD,2026-10,1.00,2.00,3.00,4.00,5.00,1.00\r\n"
+    out = anaplan_model.run_import((good + "ENG-2,B,t_and_m,USD,2019-03,1,2,3,4,5,1\r\n"
                                   "ENG-3,C,t_and_m,US,2026-10,1,2,3,4,5,1\r\n").encode().decode("latin-1"),
                                  {"timescale": ["2020-01", "2030-12"]})
     assert out["result"]["successful"] is False and out["result"]["failureDumpAvailable"] is True
@@ -148,7 +148,7 @@ def test_the_sandbox_rejects_rows_outside_the_model_time_range_and_a_wrong_heade
         "4,Currency 'US' is not an ISO code,ENG-3,C,t_and_m,US,2026-10,1,2,3,4,5,1"]
     assert SandboxObject.objects.filter(system="anaplan", object_type="actuals_row").count() == 1
 
-    bad = anaplan_api.run_import("Engagement,Period\r\nENG-1,2026-10\r\n", {})
+    bad = anaplan_model.run_import("Engagement,Period\r\nENG-1,2026-10\r\n", {})
     assert bad["currentStep"] == "Failed." and "missing Customer" in bad["result"]["details"][0]["localMessageText"]
 
 
@@ -194,8 +194,8 @@ def test_a_refresh_uploads_the_csv_in_chunks_runs_the_import_and_polls_it(sandbo
     chunk_puts = [u for m, u in calls if m == "PUT" and "/chunks/" in u]
     assert len(chunk_puts) == -(-len(data) // 500) > 1
     assert sum(1 for m, u in calls if m == "GET" and "/tasks/" in u) == 3  # IN_PROGRESS twice, then COMPLETE
-    assert ("POST", f"/2/0/workspaces/{anaplan_api.WORKSPACE_ID}/models/{anaplan_api.MODEL_ID}/imports/"
-                    f"{anaplan_api.IMPORT_ID}/tasks") in calls
+    assert ("POST", f"/2/0/workspaces/{anaplan_model.WORKSPACE_ID}/models/{anaplan_model.MODEL_ID}/imports/"
+                    f"{anaplan_model.IMPORT_ID}/tasks") in calls
 
 
 @pytest.mark.django_db(transaction=True)

@@ -23,7 +23,7 @@ from rq import SimpleWorker
 
 from apps.core import metrics as metrics_module
 from apps.core.logging import JsonFormatter, PlainFormatter, log_context, make_formatter
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
 from apps.sync import wakeup
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord

@@ -7,7 +7,7 @@ import random
 import pytest
 from django.utils import timezone
 
-from apps.sandbox.traffic import make_opportunity
+from apps.demo.deals import make_opportunity
 from apps.sync import engine, intake, jobs, sweeper
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
 

@@ -16,9 +16,9 @@ from rest_framework.test import APIClient
 from apps.canonical import amendments
 from apps.canonical.models import Engagement, EngagementChange, ExternalId
 from apps.canonical.ownership import NotSystemOfRecord
+from apps.demo.deals import make_opportunity
 from apps.forecast.models import ForecastRefresh
 from apps.sandbox.models import SandboxObject
-from apps.sandbox.traffic import make_opportunity
 from apps.sync import services
 from apps.sync.intake import process_inbox
 from apps.sync.models import Connection, InboundEvent, SyncRecord

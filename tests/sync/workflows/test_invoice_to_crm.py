@@ -18,8 +18,10 @@ from apps.connectors.stripe_billing import StripeClient
 from apps.finance import invoicing
 from apps.finance.invoicing import InvoiceState, InvoiceView, supersedes
 from apps.finance.models import Invoice, Payment
-from apps.sandbox import billing, stripe_api
+from apps.sandbox import callbacks
 from apps.sandbox.models import SandboxObject
+from apps.sandbox.netsuite import invoices as netsuite_invoices
+from apps.sandbox.stripe import webhooks as stripe_webhooks
 from apps.sync import services
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
@@ -222,8 +224,8 @@ def test_an_invoice_of_an_unknown_customer_is_held_then_fixed_by_naming_the_enga
 @pytest.fixture
 def live(sandboxes, live_server):
     for system in ("netsuite", "kantata"):
-        billing.configure_callbacks(system, url=f"{live_server.url}/api/v1/callbacks/{system}/")
-    stripe_api.configure_webhooks(url=f"{live_server.url}/api/v1/callbacks/stripe/")
+        callbacks.configure_callbacks(system, url=f"{live_server.url}/api/v1/callbacks/{system}/")
+    stripe_webhooks.configure_webhooks(url=f"{live_server.url}/api/v1/callbacks/stripe/")
     return sandboxes
 
 
@@ -237,7 +239,7 @@ def deal(obj_type="deals") -> dict:
 
 def invoice_milestone(e, amount="5000.00") -> Invoice:
     """A milestone completed in the PSA and invoiced by milestone-to-invoice (through the worker)."""
-    billing.send_callback("story.completed", story(e, amount=amount), system="kantata")
+    callbacks.send_callback("story.completed", story(e, amount=amount), system="kantata")
     run_worker()
     rec = SyncRecord.objects.get(workflow="milestone_to_invoice")
     assert rec.status == "succeeded", rec.message
@@ -246,15 +248,15 @@ def invoice_milestone(e, amount="5000.00") -> Invoice:
 
 def test_stripe_paid_then_a_late_finalized_event_leaves_the_invoice_paid(live):
     e = linked_engagement(channel="stripe")
-    stripe_api.configure_webhooks(mode="hold")  # Stripe's deliveries are late and out of order in this test
+    stripe_webhooks.configure_webhooks(mode="hold")  # Stripe's deliveries are late and out of order in this test
     inv = invoice_milestone(e, "5000.00")
     assert inv.status == "open" and not SyncRecord.objects.filter(workflow="invoice_payment_to_crm").exists()
     paid = stripe_client().pay_invoice(inv.external_id, idempotency_key="pay-1")
     assert paid["status"] == "paid"
-    [finalized] = stripe_api.events_for(inv.external_id, "invoice.finalized")
-    [paid_event] = stripe_api.events_for(inv.external_id, "invoice.paid")
+    [finalized] = stripe_webhooks.events_for(inv.external_id, "invoice.finalized")
+    [paid_event] = stripe_webhooks.events_for(inv.external_id, "invoice.paid")
 
-    stripe_api.deliver_event(paid_event["id"])  # invoice.paid first
+    stripe_webhooks.deliver_event(paid_event["id"])  # invoice.paid first
     run_worker()
     inv.refresh_from_db()
     assert (inv.status, inv.amount_due, inv.amount_paid) == ("paid", D("0.00"), D("5000.00"))
@@ -266,8 +268,8 @@ def test_stripe_paid_then_a_late_finalized_event_leaves_the_invoice_paid(live):
     assert rec.status == "succeeded"
     writes = SandboxObject.objects.get(system="hubspot", object_type="deals").writes
 
-    stripe_api.deliver_event(finalized["id"])  # …then the older invoice.finalized, late
-    stripe_api.deliver_event(paid_event["id"])  # and a redelivery of invoice.paid
+    stripe_webhooks.deliver_event(finalized["id"])  # …then the older invoice.finalized, late
+    stripe_webhooks.deliver_event(paid_event["id"])  # and a redelivery of invoice.paid
     run_worker()
     inv.refresh_from_db()
     assert inv.status == "paid" and inv.amount_due == D("0.00")
@@ -315,8 +317,8 @@ def test_a_stripe_dispute_marks_the_invoice_disputed_for_finance_ops(live):
     assert deal()["handoff_invoice_status"] == "disputed"
     assert deal("companies")["handoff_payment_status"] == "disputed"
     # the paid event, redelivered or late, does not undo the dispute
-    [paid_event] = stripe_api.events_for(inv.external_id, "invoice.paid")
-    stripe_api.deliver_event(paid_event["id"])
+    [paid_event] = stripe_webhooks.events_for(inv.external_id, "invoice.paid")
+    stripe_webhooks.deliver_event(paid_event["id"])
     run_worker()
     inv.refresh_from_db()
     assert inv.status == "disputed"
@@ -328,13 +330,13 @@ def test_netsuite_payments_partial_then_full_reach_the_salesforce_opportunity(li
     opp = lambda: SandboxObject.objects.get(system="salesforce", object_type="Opportunity").data["fields"]  # noqa
     assert (opp()["Invoice_Status__c"], opp()["Open_Amount__c"]) == ("open", "10000.00")
 
-    billing.pay_invoice(inv.external_id, "4000.00")
+    netsuite_invoices.pay_invoice(inv.external_id, "4000.00")
     run_worker()
     inv.refresh_from_db()
     assert (inv.status, inv.amount_paid, inv.amount_due) == ("open", D("4000.00"), D("6000.00"))
     assert opp()["Open_Amount__c"] == "6000.00"
 
-    billing.pay_invoice(inv.external_id)  # the rest
+    netsuite_invoices.pay_invoice(inv.external_id)  # the rest
     run_worker()
     inv.refresh_from_db()
     assert (inv.status, inv.amount_paid, inv.amount_due) == ("paid", D("10000.00"), D("0.00"))
@@ -347,14 +349,14 @@ def test_netsuite_payments_partial_then_full_reach_the_salesforce_opportunity(li
 
 def test_netsuite_events_out_of_order_leave_the_invoice_paid(live):
     e = linked_engagement()
-    billing.configure_callbacks("netsuite", mode="hold")
+    callbacks.configure_callbacks("netsuite", mode="hold")
     inv = invoice_milestone(e, "800.00")
-    billing.pay_invoice(inv.external_id)
-    created, payment, updated = billing.held_callbacks("netsuite")
+    netsuite_invoices.pay_invoice(inv.external_id)
+    created, payment, updated = callbacks.held_callbacks("netsuite")
     assert [created["envelope"]["type"], payment["envelope"]["type"], updated["envelope"]["type"]] == [
         "invoice.created", "customerpayment.created", "invoice.updated"]
     for msg in (updated, payment, created):  # newest first, the invoice's creation last
-        billing.deliver_callback(msg["id"])
+        callbacks.deliver_callback(msg["id"])
     run_worker()
     inv.refresh_from_db()
     assert (inv.status, inv.amount_due) == ("paid", D("0.00"))
@@ -366,14 +368,14 @@ def test_days_overdue_are_computed_from_the_due_date_and_today(live):
     e = linked_engagement()
     ns_customer = SandboxObject.objects.get(system="netsuite", object_type="customer")
     due = timezone.localdate() - timedelta(days=12)
-    billing.upsert_invoice("OLD-1", {  # an invoice entered in the ERP, long due
+    netsuite_invoices.upsert_invoice("OLD-1", {  # an invoice entered in the ERP, long due
         "entity": {"id": str(ns_customer.pk)}, "subsidiary": {"id": "1"}, "currency": {"refName": "USD"},
         "tranDate": (due - timedelta(days=30)).isoformat(), "dueDate": due.isoformat(),
         "job": {"id": SandboxObject.objects.get(system="netsuite", object_type="job").pk},
         "item": {"items": [{"description": "Phase 0", "quantity": 1, "rate": "2500.00"}]}})
     [ns] = SandboxObject.objects.filter(system="netsuite", object_type="invoice")
     inject("hubspot", fail_next_count=1, fail_next_status=503)  # the CRM hiccups once: retried, not held
-    billing.send_callback("invoice.created", {"id": str(ns.pk), "externalId": ns.external_key, **ns.data})
+    callbacks.send_callback("invoice.created", {"id": str(ns.pk), "externalId": ns.external_key, **ns.data})
     run_worker()
     rec = SyncRecord.objects.get(workflow="invoice_payment_to_crm")
     assert rec.status == "succeeded"
@@ -405,15 +407,15 @@ def test_a_newer_event_arriving_while_the_record_is_worked_is_not_lost(live):
     from apps.sync import engine
 
     e = linked_engagement(channel="stripe")
-    stripe_api.configure_webhooks(mode="hold")
+    stripe_webhooks.configure_webhooks(mode="hold")
     inv = invoice_milestone(e, "300.00")
     stripe_client().pay_invoice(inv.external_id, idempotency_key="pay-race")
-    [finalized] = stripe_api.events_for(inv.external_id, "invoice.finalized")
-    [paid_event] = stripe_api.events_for(inv.external_id, "invoice.paid")
-    stripe_api.deliver_event(finalized["id"])
+    [finalized] = stripe_webhooks.events_for(inv.external_id, "invoice.finalized")
+    [paid_event] = stripe_webhooks.events_for(inv.external_id, "invoice.paid")
+    stripe_webhooks.deliver_event(finalized["id"])
     process_inbox()
     token, [rec] = engine.claim(priorities=[1], limit=10)  # a worker has taken the finalized record…
-    stripe_api.deliver_event(paid_event["id"])  # …when invoice.paid arrives
+    stripe_webhooks.deliver_event(paid_event["id"])  # …when invoice.paid arrives
     assert process_inbox()["deferred"] == 1  # it waits for the worker, rather than being overwritten or lost
     assert InboundEvent.objects.get(event_id=paid_event["id"]).status == "received"
     assert engine.process_record(rec, token, engine.Batch()) == "succeeded"
@@ -449,12 +451,12 @@ def test_a_crm_failure_counts_against_the_crm_not_the_system_the_event_came_from
     from apps.sync import engine
 
     e = linked_engagement(channel="stripe")
-    stripe_api.configure_webhooks(mode="hold")
+    stripe_webhooks.configure_webhooks(mode="hold")
     inv = invoice_milestone(e, "300.00")
     Connection.objects.filter(kind="hubspot").update(consecutive_failures=0)
-    [finalized] = stripe_api.events_for(inv.external_id, "invoice.finalized")
+    [finalized] = stripe_webhooks.events_for(inv.external_id, "invoice.finalized")
     inject("hubspot", fail_next_count=1, fail_next_status=503)
-    stripe_api.deliver_event(finalized["id"])
+    stripe_webhooks.deliver_event(finalized["id"])
     process_inbox()
     engine.drain("high", max_seconds=10)
     rec = SyncRecord.objects.get(workflow="invoice_payment_to_crm")
@@ -476,12 +478,12 @@ def test_a_paused_crm_makes_an_invoice_event_wait_without_calling_it(live):
     from apps.sync import circuit, engine
 
     e = linked_engagement(channel="stripe")
-    stripe_api.configure_webhooks(mode="hold")
+    stripe_webhooks.configure_webhooks(mode="hold")
     inv = invoice_milestone(e, "300.00")
-    [finalized] = stripe_api.events_for(inv.external_id, "invoice.finalized")
+    [finalized] = stripe_webhooks.events_for(inv.external_id, "invoice.finalized")
     Connection.objects.filter(kind="hubspot").update(paused=True, paused_by="admin", paused_reason="maintenance")
     writes = SandboxObject.objects.get(system="hubspot", object_type="deals").writes
-    stripe_api.deliver_event(finalized["id"])
+    stripe_webhooks.deliver_event(finalized["id"])
     process_inbox()
     engine.drain("high", max_seconds=10)
     rec = SyncRecord.objects.get(workflow="invoice_payment_to_crm")

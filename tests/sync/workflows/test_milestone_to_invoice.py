@@ -15,8 +15,10 @@ from apps.canonical.models import Milestone
 from apps.finance import invoicing
 from apps.finance.invoicing import EngagementFacts, MilestoneFacts, readiness
 from apps.finance.models import ExchangeRate, Invoice
-from apps.sandbox import billing, stripe_api
+from apps.sandbox import callbacks
 from apps.sandbox.models import SandboxObject
+from apps.sandbox.stripe import views as stripe_views
+from apps.sandbox.stripe import webhooks as stripe_webhooks
 from apps.sync import engine, services
 from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, InboundEvent, SyncRecord
@@ -192,16 +194,16 @@ def test_a_milestone_priced_in_another_currency_than_its_engagement_is_held(conn
 def callbacks_to_handoff(sandboxes, live_server):
     """The sandboxes send their callbacks to the live server (as they send them to Handoff in the demo)."""
     for system in ("netsuite", "kantata"):
-        billing.configure_callbacks(system, url=f"{live_server.url}/api/v1/callbacks/{system}/")
-    stripe_api.configure_webhooks(url=f"{live_server.url}/api/v1/callbacks/stripe/")
+        callbacks.configure_callbacks(system, url=f"{live_server.url}/api/v1/callbacks/{system}/")
+    stripe_webhooks.configure_webhooks(url=f"{live_server.url}/api/v1/callbacks/stripe/")
     return live_server
 
 
 def deliver_story(data: dict, times: int = 1) -> dict:
     """Kantata sends story.completed (signed), `times` times with the same webhook-id."""
-    msg = billing.send_callback("story.completed", data, system="kantata", msg_id=f"msg_story_{data['id']}")
+    msg = callbacks.send_callback("story.completed", data, system="kantata", msg_id=f"msg_story_{data['id']}")
     if times > 1:
-        billing.deliver_callback(msg["id"], system="kantata", times=times - 1)
+        callbacks.deliver_callback(msg["id"], system="kantata", times=times - 1)
     return msg
 
 
@@ -243,7 +245,7 @@ def test_a_completed_milestone_becomes_exactly_one_netsuite_invoice(callbacks_to
         ns.data["tranId"], "open", "30000.00")
 
     # the PSA sends the same milestone again later (a new message): nothing new is invoiced
-    billing.send_callback("story.completed", {**data, "updated_at": "2030-01-01T00:00:00Z"}, system="kantata")
+    callbacks.send_callback("story.completed", {**data, "updated_at": "2030-01-01T00:00:00Z"}, system="kantata")
     run_worker()
     assert sandbox_count("netsuite", "invoice") == 1 and Invoice.objects.count() == 1
 
@@ -281,7 +283,7 @@ def test_a_stripe_billed_milestone_becomes_exactly_one_finalized_stripe_invoice(
     data = story(e, amount="9999.99")
     # the first call fails (503), and the invoice create is carried out but its answer is lost
     inject("stripe", fail_next_count=1, fail_next_status=503, hang_ms=1500)
-    stripe_api.lose_next("POST", "/v1/invoices", 1)
+    stripe_views.lose_next("POST", "/v1/invoices", 1)
     deliver_story(data)
 
     run_worker()

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from apps.canonical.models import Customer, Engagement, ExternalId
+from apps.demo.deals import make_opportunity
 from apps.sandbox.models import SandboxObject
-from apps.sandbox.traffic import make_opportunity
 from apps.sync import services
 from apps.sync.models import Attempt, AuditEntry, InboundEvent, SyncRecord
 

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from apps.canonical.models import Engagement, LegalEntity, RateCardLine
 from apps.finance import money, pricing
 from apps.finance.models import DimensionMapping, ExpenseEntry, FinancePolicy, TimeEntry
-from apps.sandbox import psa_time
+from apps.sandbox.kantata import time_entries as psa
 from apps.sync import services
 from apps.sync.intake import process_inbox
 from apps.sync.models import InboundEvent, SyncRecord
@@ -315,9 +315,9 @@ def test_the_fix_form_offers_what_the_holds_name_and_a_fix_passes_the_dry_run(bo
 # ------------------------------------------------------------------ the Kantata callback
 
 def approved(entry_id=1, **kw):
-    data = psa_time.time_entry(entry_id, WORKSPACE, date_performed="2026-11-02", minutes=450, role="Consultant",
+    data = psa.time_entry(entry_id, WORKSPACE, date_performed="2026-11-02", minutes=450, role="Consultant",
                                service_code="CONSULT", updated_at="2026-11-03T10:00:00+01:00", **kw)
-    return psa_time.envelope("time_entry.approved", data, "2026-11-03T09:00:01Z")
+    return psa.envelope("time_entry.approved", data, "2026-11-03T09:00:01Z")
 
 
 @pytest.mark.django_db
@@ -381,7 +381,7 @@ def test_a_bad_callback_is_refused_with_a_reason_and_stored_as_rejected(connecti
     elif case == "negative":
         body["data"]["time_in_minutes"] = -30
     elif case == "bad_expense_currency":
-        body = psa_time.envelope("expense.approved", psa_time.expense(
+        body = psa.envelope("expense.approved", psa.expense(
             3, WORKSPACE, date_spent="2026-11-02", amount_in_cents=1250, currency="euro", category="Travel",
             service_code="EXP"))
     r = post_kantata(APIClient(), body, msg_id="msg_1", **kw)
@@ -394,7 +394,7 @@ def test_a_bad_callback_is_refused_with_a_reason_and_stored_as_rejected(connecti
 
 @pytest.mark.django_db
 def test_an_unknown_event_type_or_an_unapproved_entry_is_stored_as_ignored(connections):
-    r = post_kantata(APIClient(), psa_time.envelope("time_entry.created", {"id": "5"}), msg_id="m1")
+    r = post_kantata(APIClient(), psa.envelope("time_entry.created", {"id": "5"}), msg_id="m1")
     assert r.status_code == 200 and r.json()["ignored"] == 1
     body = approved(approved=False)
     body["type"] = "time_entry.updated"
@@ -407,7 +407,7 @@ def test_an_unknown_event_type_or_an_unapproved_entry_is_stored_as_ignored(conne
 
 @pytest.mark.django_db
 def test_an_expense_and_a_deletion_are_parsed(connections):
-    body = psa_time.envelope("expense.approved", psa_time.expense(
+    body = psa.envelope("expense.approved", psa.expense(
         3, WORKSPACE, date_spent="2026-10-15", amount_in_cents=1250, currency="eur", category="Travel",
         service_code="EXP", updated_at="2026-11-03T09:00:00Z"))
     assert post_kantata(APIClient(), body, msg_id="e1").status_code == 202

@@ -10,7 +10,7 @@ import requests
 
 from apps.canonical.models import Engagement, ExternalId
 from apps.finance.models import DimensionMapping, ExpenseEntry, TimeEntry
-from apps.sandbox import psa_time
+from apps.sandbox.kantata import time_entries as psa
 from apps.sandbox.models import SandboxObject
 from apps.sync import services
 from apps.sync.models import Attempt, InboundEvent, SyncRecord
@@ -34,14 +34,14 @@ def kantata(live_server, book):
     session = requests.Session()
 
     def send(event_type, data, **kw):
-        return psa_time.publish(event_type, data, handoff_url=live_server.url, session=session, **kw)
+        return psa.publish(event_type, data, handoff_url=live_server.url, session=session, **kw)
 
     return send
 
 
 def entry(entry_id, *, minutes=480, role="Consultant", service_code="CONSULT", day="2026-11-02",
           updated_at="2026-11-03T09:00:00Z", workspace=WORKSPACE, **kw):
-    return psa_time.time_entry(entry_id, workspace, date_performed=day, minutes=minutes, role=role,
+    return psa.time_entry(entry_id, workspace, date_performed=day, minutes=minutes, role=role,
                                service_code=service_code, updated_at=updated_at, **kw)
 
 
@@ -57,7 +57,7 @@ def test_approved_time_and_an_expense_are_priced_and_posted_once_each(kantata):
     for i, (minutes, role) in enumerate([(480, "Consultant"), (450, "Senior Consultant"), (45, "Partner")], 1):
         [r] = kantata("time_entry.approved", entry(i, minutes=minutes, role=role))
         assert r.status_code == 202
-    [r] = kantata("expense.approved", psa_time.expense(
+    [r] = kantata("expense.approved", psa.expense(
         77, WORKSPACE, date_spent="2026-10-15", amount_in_cents=10000, currency="EUR", category="Travel",
         service_code="EXP", updated_at="2026-11-03T09:00:00Z"))
     assert r.status_code == 202
@@ -135,7 +135,7 @@ def test_a_correction_after_posting_updates_the_same_erp_line_and_the_canonical_
 
 def test_an_unapproved_entry_is_zeroed_in_the_erp_and_a_re_approval_brings_it_back(kantata):
     kantata("time_entry.approved", entry(1, minutes=480))
-    kantata("expense.approved", psa_time.expense(5, WORKSPACE, date_spent="2026-11-02", amount_in_cents=4550,
+    kantata("expense.approved", psa.expense(5, WORKSPACE, date_spent="2026-11-02", amount_in_cents=4550,
                                                  currency="USD", category="Meals", service_code="EXP",
                                                  updated_at="2026-11-03T09:00:00Z"))
     run_worker()
@@ -208,7 +208,7 @@ def test_each_hold_reason_stops_the_entry_before_anything_is_half_posted(kantata
 
 
 def test_an_expense_in_a_currency_without_an_erp_rate_is_held(kantata):
-    kantata("expense.approved", psa_time.expense(9, WORKSPACE, date_spent="2026-11-02", amount_in_cents=20000,
+    kantata("expense.approved", psa.expense(9, WORKSPACE, date_spent="2026-11-02", amount_in_cents=20000,
                                                  currency="CHF", category="Hotel", service_code="EXP"))
     run_worker()
     r = record("expense:9")

@@ -1,9 +1,9 @@
 """The delivery-to-cash side of the demo traffic: what the sandbox PSA, billing engine, ERP and CRMs send to
 Handoff once deals are won — approved time and expenses, completed milestones, payments, failed payments,
 disputes and change orders — through the real signed callbacks over HTTP, exactly as the tests send them
-(apps/sandbox/psa_time.publish for Kantata time and expenses, the Kantata sandbox's story API for milestones, the
-Stripe sandbox's invoice API and event redelivery, apps/sandbox/billing.pay_invoice for NetSuite payments, the
-HubSpot / Salesforce sandboxes for amendments).
+(apps/sandbox/kantata/time_entries.publish for Kantata time and expenses, the Kantata sandbox's story API for
+milestones, the Stripe sandbox's invoice API and event redelivery, apps/sandbox/netsuite/invoices.pay_invoice for
+NetSuite payments, the HubSpot / Salesforce sandboxes for amendments).
 
 The engagements it bills are its own, won through the real quote-to-project path at start-up (closed-won deals in
 the CRM sandboxes → customer and job in NetSuite, workspace in Kantata, ids back to the CRM), so every system
@@ -31,10 +31,8 @@ trickle). Used by `manage.py demo_traffic` and tests/test_demo_traffic_finance.p
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 import time
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Callable
@@ -42,132 +40,16 @@ from typing import Callable
 import requests
 from django.utils import timezone
 
-from apps.connectors.salesforce import build_outbound_message
-from apps.core.demo_book import EXPENSE_CODE as BOOK_EXPENSE_CODE, SERVICE_CODES
+from apps.sandbox.credentials import DEFAULT_TOKENS
+from apps.sandbox.kantata import time_entries as psa
+from apps.sandbox.models import SandboxObject
+from apps.sandbox.netsuite.invoices import pay_invoice
+from apps.sandbox.stripe import webhooks as stripe_webhooks
 
-from . import billing, psa_time, stripe_api
-from .faults import DEFAULT_TOKENS
-from .models import SandboxObject
-from .traffic import ENTITIES, Deliverer, make_opportunity
-
-log = logging.getLogger("handoff.demo")
-
-# the PSA service codes the live entries carry: the demo firm's own (apps/core/demo_book: consulting time and
-# billable expenses, mapped there to the sandbox ERP's segments), and one no legal entity maps
-TIME_CODE, EXPENSE_CODE, UNMAPPED_CODE = SERVICE_CODES["Consulting"], BOOK_EXPENSE_CODE, "TRAINING"
-ROLES = ["Partner", "Manager", "Senior Consultant", "Consultant", "Analyst"]  # the "Standard … 2026" rate cards
-UNKNOWN_ROLE = "Principal Architect"
-UNKNOWN_WORKSPACE = "999999999"
-CAP = Decimal("2000.00")
-FINANCE_WORKFLOWS = ("time_to_billing", "milestone_to_invoice", "invoice_payment_to_crm", "change_order")
-OPEN = ("pending", "in_progress", "retrying")
-TERMINAL = ("succeeded", "held", "dead", "ignored")
-
-# what the demo's five engagements are: key → (contract type, legal entity, CRM)
-PLAN = {
-    "tm": ("t_and_m", "US01", "hubspot"),
-    "capped": ("t_and_m", "US01", "salesforce"),
-    "milestone": ("milestone", "UK01", "salesforce"),
-    "stripe": ("milestone", "US01", "hubspot"),
-    "closed": ("fixed_fee", "DE01", "hubspot"),
-}
-
-
-def setup_reference() -> None:
-    """The reference data the live traffic needs: the rate cards, rates and dimension mappings of the demo firm
-    (apps/core/demo_book.setup_finance_reference, which maps TIME_CODE and EXPENSE_CODE). Idempotent."""
-    from apps.core.demo_book import setup_finance_reference
-
-    setup_finance_reference()
-
-
-@dataclass
-class Target:
-    """One of the demo's engagements, from its deal in the CRM to its project in the PSA."""
-
-    key: str
-    contract_type: str
-    legal_entity: str
-    crm: str
-    opportunity_id: str = ""
-    record_key: str = ""  # the quote-to-project record's source key
-    engagement_id: int | None = None
-    code: str = ""
-    workspace: str = ""
-    currency: str = ""
-    contract_value: Decimal = Decimal(0)
-    start: date | None = None
-    end: date | None = None
-    milestones: list[str] = field(default_factory=list)  # completed story ids
-
-
-@dataclass
-class Sent:
-    """What one step sent: the records (workflow, source key) Handoff must finish before the next step."""
-
-    keys: list[tuple[str, str]] = field(default_factory=list)
-    since: float = field(default_factory=time.time)
-
-    def add(self, workflow: str, key: str) -> None:
-        self.keys.append((workflow, key))
-
-
-def settled(sent: Sent) -> bool:
-    """Every record the step sent is there and finished, and no finance record or callback is still open."""
-    from datetime import datetime, timezone as dt_tz
-
-    from apps.sync.models import InboundEvent, SyncRecord
-
-    since = datetime.fromtimestamp(sent.since - 1, tz=dt_tz.utc)
-    if InboundEvent.objects.filter(status="received", received_at__gte=since).exists():
-        return False
-    if SyncRecord.objects.filter(workflow__in=FINANCE_WORKFLOWS, status__in=OPEN, updated_at__gte=since).exists():
-        return False
-    for workflow, key in sent.keys:
-        if not SyncRecord.objects.filter(workflow=workflow, source_key=key, status__in=TERMINAL).exists():
-            return False
-    return True
-
-
-def poll_settle(timeout: float = 120.0, interval: float = 0.5,
-                say: Callable[[str], None] | None = None) -> Callable[[Sent, str], bool]:
-    """The demo's settle: wait (polling PostgreSQL) until the workers have finished a step, at most `timeout` s."""
-
-    def settle(sent: Sent, what: str) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if settled(sent):
-                return True
-            time.sleep(interval)
-        (say or log.warning)(f"demo traffic: {what} not finished after {timeout:.0f} s; carrying on")
-        return False
-
-    return settle
-
-
-def amendment_event(event_id: int, deal_id: str | int, value: str = "approved") -> dict:
-    """HubSpot's webhook for a change of the deal's amendment_status (the amendment itself is on the deal)."""
-    return {"eventId": event_id, "subscriptionId": 9, "portalId": 62515, "appId": 1,
-            "occurredAt": int(time.time() * 1000), "subscriptionType": "deal.propertyChange", "attemptNumber": 0,
-            "objectId": int(deal_id), "propertyName": "amendment_status", "propertyValue": value,
-            "changeSource": "CRM"}
-
-
-def amendment_fields(amendment_id: str, opportunity_id: str, *, amended_amount: str = "",
-                     amended_start_date: str = "", amended_end_date: str = "", amended_rate_card: str = "",
-                     amended_billing_schedule: str = "", status: str = "Approved") -> dict:
-    """A Salesforce Contract_Amendment__c as its Outbound Message carries it."""
-    return {"Id": amendment_id, "Opportunity__c": opportunity_id, "Status__c": status,
-            "New_Contract_Value__c": amended_amount, "New_Start_Date__c": amended_start_date,
-            "New_End_Date__c": amended_end_date, "Rate_Card__c": amended_rate_card,
-            "Billing_Schedule__c": amended_billing_schedule,
-            "SystemModstamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
-
-
-def amendment_message(org_id: str, *fields: dict) -> bytes:
-    return build_outbound_message(org_id=org_id, sobject_type="Contract_Amendment__c",
-                                  notifications=[(f"04l{f['Id'][3:]}", f) for f in fields])
-
+from .book_reference import setup_finance_reference
+from .deals import ENTITIES, Deliverer, make_opportunity
+from .finance_plan import (CAP, EXPENSE_CODE, PLAN, ROLES, TIME_CODE, UNKNOWN_ROLE, UNKNOWN_WORKSPACE, UNMAPPED_CODE,
+                           Sent, Target, amendment_event, amendment_fields, amendment_message)
 
 class FinanceTraffic:
     """The delivery-to-cash traffic of one demo run (see the module's docstring): `burst()`, then `tick()`s."""
@@ -200,7 +82,7 @@ class FinanceTraffic:
 
     def _publish(self, event_type: str, data: dict, times: int = 1) -> list[int]:
         """Kantata's signed webhook (Standard Webhooks) for a time entry or expense."""
-        rs = psa_time.publish(event_type, data, handoff_url=self.handoff_url, session=self.http, times=times)
+        rs = psa.publish(event_type, data, handoff_url=self.handoff_url, session=self.http, times=times)
         return [r.status_code for r in rs]
 
     def next_id(self) -> str:
@@ -315,10 +197,10 @@ class FinanceTraffic:
         minutes = minutes if minutes is not None else self.rng.choice([90, 120, 195, 240, 390, 465, 480])
         role = role or self.rng.choice(ROLES)
         day = day or (self._workday(t) if t else timezone.localdate() - timedelta(days=1))
-        data = psa_time.time_entry(entry_id, workspace or t.workspace, date_performed=day.isoformat(),
+        data = psa.time_entry(entry_id, workspace or t.workspace, date_performed=day.isoformat(),
                                    minutes=minutes, role=role, service_code=service_code,
                                    user_id=500 + self.rng.randrange(20), user_name=self.rng.choice(PEOPLE),
-                                   story_title=self.rng.choice(TASKS), updated_at=psa_time.iso())
+                                   story_title=self.rng.choice(TASKS), updated_at=psa.iso())
         codes = self._publish(event_type, data, times=times)
         self.say(f"finance: time {entry_id} {minutes / 60:.2f} h {role} on {t.code if t else workspace} "
                  f"[{what}] → {codes}")
@@ -329,11 +211,11 @@ class FinanceTraffic:
     def expense(self, t: Target, *, cents: int | None = None, currency: str | None = None,
                 sent: Sent | None = None) -> dict:
         entry_id = self.next_id()
-        data = psa_time.expense(entry_id, t.workspace, date_spent=self._workday(t).isoformat(),
+        data = psa.expense(entry_id, t.workspace, date_spent=self._workday(t).isoformat(),
                                 amount_in_cents=cents or self.rng.randrange(2500, 60000),
                                 currency=currency or t.currency, category=self.rng.choice(["Travel", "Hotel", "Meals"]),
                                 service_code=EXPENSE_CODE, user_name=self.rng.choice(PEOPLE),
-                                updated_at=psa_time.iso())
+                                updated_at=psa.iso())
         codes = self._publish("expense.approved", data)
         self.say(f"finance: expense {entry_id} {data['amount_in_cents'] / 100:.2f} {data['currency']} on {t.code} "
                  f"→ {codes}")
@@ -417,7 +299,7 @@ class FinanceTraffic:
         sent = Sent()
         if self.corrected:
             c = self.corrected
-            c2 = {**c, "time_in_minutes": 360, "role_name": "Senior Consultant", "updated_at": psa_time.iso(),
+            c2 = {**c, "time_in_minutes": 360, "role_name": "Senior Consultant", "updated_at": psa.iso(),
                   "notes": "corrected after approval: 6 h, senior rate"}
             codes = self._publish("time_entry.updated", c2)
             self.say(f"finance: time {c['id']} corrected in the PSA (8 h → 6 h, Senior Consultant) → {codes}")
@@ -429,8 +311,8 @@ class FinanceTraffic:
                 continue
             if n == 0:  # paid, and Stripe delivers invoice.paid twice
                 self.stripe_pay(inv.external_key)
-                for event in stripe_api.events_for(inv.external_key, "invoice.paid"):
-                    resp = stripe_api.deliver_event(event["id"])
+                for event in stripe_webhooks.events_for(inv.external_key, "invoice.paid"):
+                    resp = stripe_webhooks.deliver_event(event["id"])
                     self.say(f"finance: Stripe redelivers {event['id']} (invoice.paid) → "
                              f"{resp.status_code if resp is not None else 'not delivered'}")
             elif n == 1:  # the card is declined, then the customer pays with another
@@ -444,7 +326,7 @@ class FinanceTraffic:
             ns = self.netsuite_invoice(m.milestones[0])
             if ns is not None:
                 part = (Decimal(ns.data["amountRemaining"]) / 2).quantize(Decimal("1.00"))
-                payment = billing.pay_invoice(ns.pk, part)
+                payment = pay_invoice(ns.pk, part)
                 self.say(f"finance: NetSuite payment {payment.data.get('tranId')} of {part} on {ns.data['tranId']}")
                 sent.add("invoice_payment_to_crm", f"invoice:{ns.pk}")
                 # a change order that would drop the contract value below what is invoiced: held for finance ops
@@ -459,9 +341,9 @@ class FinanceTraffic:
         s = self.targets.get("stripe")
         if not s:
             return
-        mode = stripe_api.webhook_config()["mode"]
+        mode = stripe_webhooks.webhook_config()["mode"]
         inv = None
-        stripe_api.configure_webhooks(mode="hold")  # Stripe's deliveries are late for this invoice
+        stripe_webhooks.configure_webhooks(mode="hold")  # Stripe's deliveries are late for this invoice
         try:
             sent = Sent()
             story_id = self.milestone(s, self._share(s, "0.10"), what="its events delivered out of order", sent=sent)
@@ -469,16 +351,16 @@ class FinanceTraffic:
             inv = self.stripe_invoice(story_id)
             if inv is not None:
                 self.stripe_pay(inv.external_key)
-                paid = stripe_api.events_for(inv.external_key, "invoice.paid")
-                finalized = stripe_api.events_for(inv.external_key, "invoice.finalized")
+                paid = stripe_webhooks.events_for(inv.external_key, "invoice.paid")
+                finalized = stripe_webhooks.events_for(inv.external_key, "invoice.finalized")
                 for event in paid + finalized:  # the newer state first, the invoice's finalization after it
-                    resp = stripe_api.deliver_event(event["id"])
+                    resp = stripe_webhooks.deliver_event(event["id"])
                     self.say(f"finance: Stripe delivers {event['type']} of {inv.external_key} late → "
                              f"{resp.status_code if resp is not None else 'not delivered'}")
         finally:
-            stripe_api.configure_webhooks(mode=mode)
-            for event in stripe_api.undelivered_events():  # anything else held meanwhile goes out now
-                stripe_api.deliver_event(event["id"])
+            stripe_webhooks.configure_webhooks(mode=mode)
+            for event in stripe_webhooks.undelivered_events():  # anything else held meanwhile goes out now
+                stripe_webhooks.deliver_event(event["id"])
         sent = Sent()
         if inv is not None:
             sent.add("invoice_payment_to_crm", f"invoice:{inv.external_key}")
@@ -487,7 +369,7 @@ class FinanceTraffic:
     # ------------------------------------------------------------ the burst and the trickle
 
     def burst(self) -> dict[str, Target]:
-        setup_reference()
+        setup_finance_reference()
         self.won()
         self.configure()
         self.amend()
@@ -510,7 +392,7 @@ class FinanceTraffic:
             self.expense(tm)
         elif kind == "correction" and self.posted:
             old = self.rng.choice(self.posted)
-            new = {**old, "time_in_minutes": max(30, old["time_in_minutes"] - 60), "updated_at": psa_time.iso(),
+            new = {**old, "time_in_minutes": max(30, old["time_in_minutes"] - 60), "updated_at": psa.iso(),
                    "notes": "corrected in the PSA"}
             codes = self._publish("time_entry.updated", new)
             self.say(f"finance: time {old['id']} corrected ({old['time_in_minutes']} → {new['time_in_minutes']} "
@@ -531,7 +413,7 @@ class FinanceTraffic:
             else:
                 inv = self.netsuite_invoice(story_id)
                 if inv is not None and Decimal(inv.data.get("amountRemaining") or 0) > 0:
-                    payment = billing.pay_invoice(inv.pk)
+                    payment = pay_invoice(inv.pk)
                     self.say(f"finance: NetSuite payment {payment.data.get('tranId')} on {inv.data['tranId']}")
         elif kind == "held" and tm:
             reason = self.rng.choice(["role", "mapping", "dates"])

@@ -1,7 +1,8 @@
-"""The sandbox CRMs' side of the demo: create closed-won deals in the HubSpot / Salesforce sandboxes and deliver
-them to Handoff's callback API exactly as those systems would (signed webhook v3 / SOAP Outbound Message).
+"""The demo firm's won deals: invented opportunities (good ones, and every kind of bad one the quote-to-project
+workflow holds), created in the HubSpot / Salesforce sandboxes and delivered to Handoff's callback API exactly as
+those systems would (signed webhook v3 / SOAP Outbound Message).
 
-Used by `manage.py demo_traffic`, the tests and the benchmarks.
+Used by `manage.py demo_traffic`, the demo book, the tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import requests
 
 from apps.connectors.hubspot import signature_v3
 from apps.connectors.salesforce import build_outbound_message
+from apps.sandbox.credentials import DEFAULT_TOKENS
 
 ADJ = ["Northern", "Blue", "Summit", "Harbor", "Granite", "Silver", "Cedar", "Atlas", "Vertex", "Lumen", "Polar",
        "Crescent", "Evergreen", "Iron", "Beacon", "Orbit", "Maple", "Quantum", "Coastal", "Prairie"]
@@ -115,7 +117,7 @@ class Deliverer:
         self.sandbox_url = sandbox_url.rstrip("/")
         self.hubspot_slug, self.hubspot_secret = hubspot_slug, hubspot_secret
         self.salesforce_slug, self.salesforce_org = salesforce_slug, salesforce_org
-        self.tokens = tokens or {s: f"sandbox-{s}-token" for s in ("hubspot", "salesforce")}
+        self.tokens = tokens or DEFAULT_TOKENS
         self.http = requests.Session()
         self.event_seq = int(time.time() * 1000) * 1000 + random.randrange(1000)
 

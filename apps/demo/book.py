@@ -14,105 +14,33 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection as db, transaction
 from django.utils import timezone
 
-from apps.canonical.models import (Customer, Engagement, ExternalId, LegalEntity, Milestone, PaymentTerms, RateCard,
-                                   RateCardLine)
+from apps.canonical.models import Customer, Engagement, ExternalId, LegalEntity, Milestone, PaymentTerms, RateCard
 from apps.finance import pricing
 from apps.finance.models import (DimensionMapping, ExchangeRate, ExpenseEntry, FinancePolicy, Invoice, Payment,
                                  RevenueEntry, TimeEntry)
 from apps.finance.money import round_money
 from apps.sandbox.models import SandboxObject
-from apps.sandbox.netsuite_reference import is_valid, segment_id
 from apps.sync.models import Connection, SyncRecord
 
+from .book_records import sync_records
+from .book_reference import (EXPENSE_CODE, MONTHS, ROLES, SERVICE_CODES, add_months, aware, month_start,
+                             setup_finance_reference)
+from .deals import ADJ, NOUN, PROJECTS, Opportunity, account_fields
+
 MARK = " (demo book)"
-ROLES = {  # role → rate in USD, GBP, EUR
-    "Partner": ("450.00", "380.00", "420.00"),
-    "Manager": ("320.00", "265.00", "295.00"),
-    "Senior Consultant": ("245.00", "205.00", "225.00"),
-    "Consultant": ("185.00", "150.00", "170.00"),
-    "Analyst": ("125.00", "99.50", "112.50"),
-}
-CARD_CURRENCIES = ("USD", "GBP", "EUR")
-SERVICE_CODES = {"Consulting": "CONS", "Implementation": "IMPL", "Managed services": "MSVC"}
-EXPENSE_CODE = "EXP"  # the PSA's service code of billable expenses (pass-through)
-# the ERP dimensions each service code posts to — department, class, service item — named as the sandbox NetSuite
-# account names its segments (apps/sandbox/netsuite_reference.py: the one list of their ids, which the sandbox
-# ERP validates against); the location is the legal entity's office
-DIMENSIONS = {
-    "CONS": ("Consulting", "Professional services", "Consulting services"),
-    "IMPL": ("Engineering", "Professional services", "Engineering services"),
-    "MSVC": ("Engineering", "Managed services", "Engineering services"),
-    EXPENSE_CODE: ("Consulting", "Pass-through expenses", "Billable expenses"),
-}
-OFFICES = {"US01": "New York", "UK01": "London", "DE01": "Berlin"}  # any other legal entity: "Remote"
-# the one mapping left out on purpose: DE01 managed services → time posted there is held (missing dimension)
-MISSING_MAPPING = ("DE01", "MSVC")
-# monthly ERP rates: 1 unit of the first currency = rate units of the second (a gentle drift per month)
-RATE_BASE = {("EUR", "USD"): Decimal("1.0850"), ("GBP", "USD"): Decimal("1.2700"), ("EUR", "GBP"): Decimal("0.8550"),
-             ("USD", "CAD"): Decimal("1.3600"), ("EUR", "CHF"): Decimal("0.9400")}
 PEOPLE = ["Ana Silva", "Ben Carter", "Chloé Martin", "Dev Patel", "Elif Kaya", "Femi Adeyemi", "Greta Berg",
           "Hiro Tanaka", "Ines Duarte", "Jonas Weber", "Kira Novak", "Liam O'Brien", "Mara Rossi", "Nils Holm"]
-MONTHS = 6
-
-
-def month_start(d: date) -> date:
-    return d.replace(day=1)
-
-
-def add_months(d: date, n: int) -> date:
-    y, m = divmod(d.month - 1 + n, 12)
-    return date(d.year + y, m + 1, 1)
 
 
 def exists() -> bool:
     return Engagement.objects.filter(name__endswith=MARK).exists()
-
-
-def dimension_values(le_code: str) -> dict[str, dict[str, str]]:
-    """service code → the DimensionMapping ids of one legal entity, from the sandbox ERP's segment names."""
-    location = segment_id("location", OFFICES.get(le_code, "Remote"))
-    return {code: {"department_id": segment_id("department", dept), "class_id": segment_id("class", cls),
-                   "location_id": location, "item_id": segment_id("item", item)}
-            for code, (dept, cls, item) in DIMENSIONS.items()}
-
-
-def setup_finance_reference() -> None:
-    """Rate cards, ERP dimension mappings, exchange rates and the finance policy. Idempotent."""
-    FinancePolicy.current()
-    for i, cur in enumerate(CARD_CURRENCIES):
-        card, _ = RateCard.objects.get_or_create(name=f"Standard {cur} 2026", defaults={"currency": cur})
-        for role, rates in ROLES.items():
-            RateCardLine.objects.get_or_create(rate_card=card, role=role, defaults={"rate": Decimal(rates[i])})
-    for le in LegalEntity.objects.all():
-        for code, values in dimension_values(le.code).items():
-            if (le.code, code) == MISSING_MAPPING:
-                continue
-            m, created = DimensionMapping.objects.get_or_create(legal_entity=le, service_code=code, defaults=values)
-            if not created and not all(is_valid(kind, getattr(m, f"{kind}_id"))
-                                       for kind in ("department", "class", "location", "item")):
-                # written by an older demo with ids the sandbox ERP does not have: every posting would be refused
-                DimensionMapping.objects.filter(pk=m.pk).update(**values)
-    today = timezone.localdate()
-    first = add_months(month_start(today), -MONTHS - 1)
-    rows = []
-    for k in range(MONTHS + 2):
-        d = add_months(first, k)
-        for (a, b), base in RATE_BASE.items():
-            rows.append(ExchangeRate(from_currency=a, to_currency=b, rate_date=d,
-                                     rate=(base * (Decimal(1) + Decimal(k - 3) / Decimal(400))).quantize(
-                                         Decimal("0.00000001"))))
-    ExchangeRate.objects.bulk_create(rows, ignore_conflicts=True)
-
-
-def _aware(d: date, hour: int = 10, minute: int = 0) -> datetime:
-    return timezone.make_aware(datetime.combine(d, time(hour, minute)))
 
 
 def _rate_to(rates: dict, frm: str, to: str, on: date) -> tuple[Decimal, date] | None:
@@ -152,8 +80,6 @@ class Book:
 
     # ------------------------------------------------------------ engagements
     def engagements(self) -> list[Engagement]:
-        from apps.sandbox.traffic import ADJ, NOUN, PROJECTS
-
         rng = self.rng
         plan = [("US01", "USD"), ("US01", "USD"), ("UK01", "GBP"), ("UK01", "EUR"), ("DE01", "EUR"),
                 ("UK01", "USD"), ("DE01", "EUR")]
@@ -240,9 +166,8 @@ class Book:
         ExternalId.objects.bulk_create(links, ignore_conflicts=True)
 
     def crm_objects(self, engagements: list[Engagement], ct_c, ct_e) -> list[ExternalId]:
-        """The CRM side of each won deal, in the shape the HubSpot / Salesforce sandboxes store (see
-        apps/sandbox/traffic.py), and the links to their ids."""
-        from apps.sandbox.traffic import Opportunity, account_fields
+        """The CRM side of each won deal, in the shape the HubSpot / Salesforce sandboxes store (see deals.py),
+        and the links to their ids."""
 
         def opportunity(e: Engagement) -> Opportunity:
             c = e.customer
@@ -265,7 +190,7 @@ class Book:
             c._crm_id = str(company.pk)
         sf_customers = [c for c in self.customers if c._crm == "salesforce"]
         for c in sf_customers:
-            c._crm_id = f"001SBD{c.pk:012d}"  # "D" for the demo book: never one apps/sandbox/traffic.py makes
+            c._crm_id = f"001SBD{c.pk:012d}"  # "D" for the demo book: never one deals.py makes
         first = {}
         for e in engagements:
             first.setdefault(e.customer.pk, e)
@@ -351,8 +276,8 @@ class Book:
                         engagement=e, person=people[k], role=team[k], task=task,
                         service_code=SERVICE_CODES[e.service_line], work_date=d, hours=hours,
                         billable=True, write_off_hours=line.write_off_hours, rate=priced.rate,
-                        approved_at=self.past(_aware(d + timedelta(days=2), 9)), status=TimeEntry.Status.POSTED,
-                        posted_at=self.past(_aware(d + timedelta(days=2), 9, 20)), currency=e.currency,
+                        approved_at=self.past(aware(d + timedelta(days=2), 9)), status=TimeEntry.Status.POSTED,
+                        posted_at=self.past(aware(d + timedelta(days=2), 9, 20)), currency=e.currency,
                         amount=priced.amount,
                         base_currency=base, base_amount=round_money(priced.amount * fx[0], base), fx_rate=fx[0],
                         fx_date=fx[1]))
@@ -370,8 +295,8 @@ class Book:
                         engagement=e, person=people[0], category=rng.choice(["Travel", "Hotel", "Meals"]),
                         service_code=EXPENSE_CODE, incurred_on=d, spent_amount=spent,
                         spent_currency=spent_cur, markup_pct=terms.expense_markup_pct,
-                        approved_at=self.past(_aware(d + timedelta(days=3))), status=ExpenseEntry.Status.POSTED,
-                        posted_at=self.past(_aware(d + timedelta(days=3), 10, 5)), currency=e.currency,
+                        approved_at=self.past(aware(d + timedelta(days=3))), status=ExpenseEntry.Status.POSTED,
+                        posted_at=self.past(aware(d + timedelta(days=3), 10, 5)), currency=e.currency,
                         amount=priced.amount,
                         base_currency=base, base_amount=round_money(priced.amount * fx[0], base), fx_rate=fx[0],
                         fx_date=fx[1]))
@@ -424,12 +349,12 @@ class Book:
             roll = rng.random()
             if age > 20 and roll < 0.85:
                 inv.status, inv.amount_paid, inv.amount_due = "paid", amount, Decimal(0)
-                inv.paid_at = _aware(due - timedelta(days=rng.randrange(0, 10)))
+                inv.paid_at = aware(due - timedelta(days=rng.randrange(0, 10)))
             elif roll < 0.04:
                 inv.status, inv.amount_due = "disputed", amount
             else:
                 inv.status, inv.amount_due = "open", amount
-            inv.source_updated_at = self.past(inv.paid_at or _aware(issued))
+            inv.source_updated_at = self.past(inv.paid_at or aware(issued))
             fx = _rate_to(self.rates, e.currency, e.legal_entity.base_currency, issued) or (Decimal(1), issued)
             inv.base_currency, inv.fx_rate, inv.fx_date = e.legal_entity.base_currency, fx[0], fx[1]
             inv.base_total = round_money(amount * fx[0], e.legal_entity.base_currency)
@@ -466,60 +391,13 @@ class Book:
                 ms = Milestone(engagement=e, name=f"Milestone {j + 1}", amount=amount, currency=e.currency,
                                due_date=due, source_key=f"demo-story-{e.pk}-{j + 1}")
                 if due < today - timedelta(days=3):
-                    ms.status, ms.completed_at = "invoiced", _aware(due)
+                    ms.status, ms.completed_at = "invoiced", aware(due)
                     milestones.append(ms)
                     inv = invoice(e.contract_type, month_start(due), amount, due + timedelta(days=1), milestone=ms)
                     inv._milestone = ms
                     recognise(month_start(due), amount)
                 else:
                     milestones.append(ms)
-
-    # ------------------------------------------------------------ sync records (the history the boards show)
-    def records(self, engagements, data) -> list[SyncRecord]:
-        rng = self.rng
-        kantata, stripe, netsuite = self.conns["kantata"], self.conns["stripe"], self.conns["netsuite"]
-        recs = []
-
-        def last_stage(workflow: str) -> str:
-            from apps.sync.workflows.base import REGISTRY, all_workflows
-
-            all_workflows()
-            return REGISTRY[workflow].stages[-1].name if workflow in REGISTRY else "done"
-
-        stages = {w: last_stage(w) for w in ("quote_to_project", "time_to_billing", "milestone_to_invoice",
-                                             "invoice_payment_to_crm")}
-
-        def rec(workflow, conn, key, title, created, minutes, amount=None, currency="", code=""):
-            r = SyncRecord(workflow=workflow, stage=stages[workflow],
-                           search_keys=sorted({k.upper() for k in (key, key.split(":", 1)[-1], code) if k}), status=SyncRecord.Status.SUCCEEDED, source_connection=conn,
-                           source_key=key, title=title[:300], amount=amount, currency=currency,
-                           owner_team="finance_ops" if workflow != "quote_to_project" else "pmo",
-                           priority=1 if workflow != "quote_to_project" else 2)
-            r._created = self.past(created)
-            r._completed = self.past(created + timedelta(minutes=minutes))
-            recs.append(r)
-
-        for e in engagements:
-            created = _aware(e.start_date - timedelta(days=rng.randrange(2, 9)), rng.randrange(8, 17))
-            key = f"deal:{e._crm_id}" if e._crm == "hubspot" else f"opportunity:{e._crm_id}"  # as the intake keys
-            rec("quote_to_project", self.conns[e._crm], key, e.name, created,
-                rng.choice([3, 8, 25, 70, 190, 420]), e.contract_value, e.currency, e.code)
-        for t in data["times"]:
-            rec("time_to_billing", kantata, f"time_entry:{t.source_id}", f"{t.engagement.code} · {t.person} "
-                f"{t.hours} h {t.work_date}", t.approved_at, rng.choice([1, 2, 4, 30, 240, 1500]), t.amount,
-                t.currency, t.engagement.code)
-        for x in data["expenses"]:
-            rec("time_to_billing", kantata, f"expense:{x.source_id}", f"{x.engagement.code} · {x.category} "
-                f"{x.incurred_on}", x.approved_at, rng.choice([1, 3, 60]), x.amount, x.currency, x.engagement.code)
-        for inv in data["invoices"]:
-            conn = stripe if inv.source_system == "stripe" else netsuite
-            if inv.milestone_id or getattr(inv, "_milestone", None):
-                rec("milestone_to_invoice", kantata, f"story:{inv.milestone.source_key}",
-                    f"{inv.engagement.code} · {inv.milestone.name}", inv.milestone.completed_at,
-                    rng.choice([4, 15, 90, 600]), inv.total, inv.currency, inv.engagement.code)
-            rec("invoice_payment_to_crm", conn, f"invoice:{inv.external_id}", f"{inv.number} {inv.status}",
-                inv.source_updated_at, rng.choice([1, 2, 5, 45]), inv.total, inv.currency, inv.engagement.code)
-        return recs
 
     @transaction.atomic
     def write(self) -> dict:
@@ -538,7 +416,7 @@ class Book:
                     amount=inv.total, currency=inv.currency, received_at=inv.paid_at)
             for inv in data["invoices"] if inv.status == "paid"], batch_size=2000)
         RevenueEntry.objects.bulk_create(data["revenue"], batch_size=2000)
-        recs = self.records(engagements, data)
+        recs = sync_records(self, engagements, data)
         SyncRecord.objects.bulk_create(recs, batch_size=2000)
         with db.cursor() as cur:  # created/completed as they happened (auto_now_add would say "now")
             cur.execute("UPDATE sync_syncrecord AS r SET created_at = v.c, updated_at = v.d, completed_at = v.d "

@@ -3,8 +3,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.core import demo, demo_book
-from apps.sandbox import finance_traffic
+from apps.demo import book, firm
 
 
 class Command(BaseCommand):
@@ -19,14 +18,13 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         if not settings.HANDOFF_SANDBOX_ENABLED:
             raise CommandError("demo_setup needs HANDOFF_SANDBOX_ENABLED (never on a production system)")
-        demo.setup_reference_data()
-        demo.setup_connections(settings.HANDOFF_SANDBOX_URL)
-        users = demo.setup_users(demo.credentials_path())
+        firm.setup_reference_data()
+        firm.setup_connections(settings.HANDOFF_SANDBOX_URL)
+        users = firm.setup_users(firm.credentials_path())
         if not opts["no_book"]:
-            written = demo_book.build(opts["engagements"])
+            written = book.build(opts["engagements"])  # with the reference data the live traffic bills with
             if written:
                 self.stdout.write("Demo book of business: " + ", ".join(f"{v} {k}" for k, v in written.items()))
-            finance_traffic.setup_reference()  # the service codes the live demo traffic bills with
             if not opts["no_runs"]:
                 self.start_runs()
         url = settings.HANDOFF_PUBLIC_URL

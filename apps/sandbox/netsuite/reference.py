@@ -1,8 +1,8 @@
 """The sandbox NetSuite account's reference data: its segments (internal id → name).
 
-The one list of them: the sandbox ERP validates time bills and charges against it (apps/sandbox/psa_time.py), and
-the demo firm maps its PSA service codes to these ids by name (apps/core/demo_book.setup_finance_reference). No
-imports, so anything may read it without loading the sandbox's views.
+The one list of them: the sandbox ERP validates time bills and charges against it (time_bills.py), and the demo
+firm maps its PSA service codes to these ids by name (the demo app's setup_finance_reference). No imports, so
+anything may read it without loading the sandbox's views.
 """
 
 SEGMENTS = {

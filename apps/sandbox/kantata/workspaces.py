@@ -1,55 +1,48 @@
-"""Sandbox side of change orders.
-
-Kantata: `GET` / `PUT /api/v1/workspaces/{id}.json` — read a workspace, update its budget and dates
-(`{"workspace": {"price", "budgeted", "start_date", "due_date", …}}`), answered in Kantata's indexed shape; a bad
-price or a due date before the start date is a 422 naming the field, an unknown id a 404.
-
-NetSuite: `billingSchedule` records, upserted by external id (`PUT …/record/v1/billingSchedule/eid:<id>`) and
-read back, validated as NetSuite would: a name, a known schedule type, and a frequency for every type but
-milestone schedules.
+"""Kantata workspaces (projects): `GET` / `POST /api/v1/workspaces.json` list and create them, `GET` / `PUT
+/api/v1/workspaces/{id}.json` read one and update its budget and dates (change orders: `{"workspace": {"price",
+"budgeted", "start_date", "due_date", …}}`), answered in Kantata's indexed shape; a bad price or a due date before
+the start date is a 422 naming the field, an unknown id a 404.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
 from django.db.models import F
 
-from . import views
-from .faults import error, json_response
-from .models import SandboxObject
-
-SCHEDULE_TYPES = ("STANDARD", "FIXED_BID_INTERVAL", "FIXED_BID_MILESTONE", "TIME_AND_MATERIAL")
-FREQUENCIES = ("DAILY", "WEEKLY", "BIWEEKLY", "MONTHLY", "QUARTERLY", "SEMIANNUALLY", "ANNUALLY")
+from ..faults import error, json_response
+from ..http import read_json
+from ..models import SandboxObject
 
 
-def _ref(data: dict, key: str) -> str:
-    value = data.get(key)
-    return str(value.get("id") or "").strip() if isinstance(value, dict) else ""
+def workspace_list(objs) -> dict:
+    return {"count": len(objs), "results": [{"key": "workspaces", "id": str(o.pk)} for o in objs],
+            "workspaces": {str(o.pk): {"id": str(o.pk), **o.data} for o in objs},
+            "meta": {"count": len(objs), "page_count": 1, "page_number": 1, "page_size": 20}}
 
 
-def validate_billing_schedule(data: dict):
-    if not str(data.get("name") or "").strip():
-        return ("Please enter value(s) for: Name", "name")
-    if len(str(data["name"])) > 100:
-        return ("Name: the value is longer than 100 characters.", "name")
-    stype = _ref(data, "scheduleType")
-    if not stype:
-        return ("Please enter value(s) for: Schedule Type", "scheduleType")
-    if stype not in SCHEDULE_TYPES:
-        return (f"Invalid scheduleType reference key {stype}.", "scheduleType")
-    freq = _ref(data, "frequency")
-    if stype != "FIXED_BID_MILESTONE":
-        if not freq:
-            return ("Please enter value(s) for: Frequency", "frequency")
-        if freq not in FREQUENCIES:
-            return (f"Invalid frequency reference key {freq}.", "frequency")
-    if "inArrears" in data and not isinstance(data["inArrears"], bool):
-        return ("In Arrears must be true or false.", "inArrears")
-    return None
+def workspaces(request, match):
+    """GET / POST /api/v1/workspaces.json: list (search, per_page) or create a workspace."""
+    if request.method == "GET":
+        qs = SandboxObject.objects.filter(system="kantata", object_type="workspace").order_by("pk")
+        if request.GET.get("search"):
+            qs = qs.filter(data__title__icontains=request.GET["search"])
+        per_page = min(int(request.GET.get("per_page", 20) or 20), 200)
+        return json_response(workspace_list(list(qs[:per_page])))
+    if request.method == "POST":
+        data, err = read_json(request)
+        ws = (data or {}).get("workspace") if isinstance(data, dict) else None
+        if err or not isinstance(ws, dict):
+            return error("kantata", 400, err or "workspace is required", "parameter")
+        if not (ws.get("title") or "").strip():
+            return error("kantata", 422, "Title can't be blank", "validation", "title")
+        if ws.get("creator_role") not in ("maven", "buyer"):
+            return error("kantata", 422, "Creator role must be maven or buyer", "validation", "creator_role")
+        obj = SandboxObject.objects.create(system="kantata", object_type="workspace", data=ws)
+        return json_response(workspace_list([obj]))
+    return error("kantata", 405, "Method not allowed", "method")
 
 
 def _date(value) -> date | None | str:
@@ -62,6 +55,7 @@ def _date(value) -> date | None | str:
 
 
 def workspace(request, match):
+    """GET / PUT /api/v1/workspaces/{id}.json: read a workspace, or update its budget and dates."""
     ws_id = match.group(1)
     if request.method not in ("GET", "PUT"):
         return error("kantata", 405, "Method not allowed", "method")
@@ -69,8 +63,8 @@ def workspace(request, match):
         obj = SandboxObject.objects.filter(system="kantata", object_type="workspace", pk=ws_id).first()
         if obj is None:
             return error("kantata", 404, f"Couldn't find Workspace with id={ws_id}", "not_found")
-        return json_response(views._kantata_list([obj]))
-    data, err = views._body(request)
+        return json_response(workspace_list([obj]))
+    data, err = read_json(request)
     ws = (data or {}).get("workspace") if isinstance(data, dict) else None
     if err or not isinstance(ws, dict):
         return error("kantata", 400, err or "workspace is required", "parameter")
@@ -100,8 +94,4 @@ def workspace(request, match):
         obj.writes = F("writes") + 1
         obj.save()
         obj.refresh_from_db()
-    return json_response(views._kantata_list([obj]))
-
-
-views.KANTATA_ROUTES.append((re.compile(r"api/v1/workspaces/(\d+)\.json"), workspace))
-views.NETSUITE_VALIDATORS["billingSchedule"] = validate_billing_schedule
+    return json_response(workspace_list([obj]))

@@ -11,15 +11,11 @@ from django.contrib.auth.models import Group, User
 
 from apps.canonical.models import Customer, LegalEntity, PaymentTerms
 from apps.canonical.services import external_id_link
-from apps.sandbox.faults import DEFAULT_TOKENS
+from apps.sandbox.credentials import DEFAULT_TOKENS, INBOUND_SECRETS
 from apps.sandbox.models import SandboxSystem
 from apps.sync.models import Connection
 
 SALESFORCE_ORG = "00D5g000004SbxQEAS"
-# callback signing secrets of the sandboxes that send callbacks (the sandbox signs with the same value);
-# HubSpot's is random per install unless given
-INBOUND_SECRETS = {"kantata": "sandbox-kantata-webhook-secret", "netsuite": "sandbox-netsuite-webhook-secret",
-                   "stripe": "whsec_sandbox_handoff"}
 DEMO_USERS = [
     # username, full name, group, staff
     ("alice", "Alice Park (PMO analyst)", "pmo", False),

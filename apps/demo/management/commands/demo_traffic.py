@@ -5,9 +5,10 @@ import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from apps.sandbox.finance_traffic import FinanceTraffic, poll_settle
-from apps.sandbox.traffic import Deliverer, make_opportunity, scenario_mix
 from apps.core.resilience import run_forever
+from apps.demo.deals import Deliverer, make_opportunity, scenario_mix
+from apps.demo.finance_plan import poll_settle
+from apps.demo.finance_traffic import FinanceTraffic
 from apps.sync.models import Connection
 
 
@@ -15,7 +16,7 @@ class Command(BaseCommand):
     help = ("The sandbox systems send live traffic to Handoff: closed-won deals from the CRMs (a burst, then a slow "
             "trickle, some bad), and the delivery-to-cash traffic on deals won at start-up — approved time and "
             "expenses, completed milestones, Stripe and NetSuite payments, disputes, change orders, with every hold "
-            "reason (apps/sandbox/finance_traffic.py).")
+            "reason (apps/demo/finance_traffic.py).")
 
     def add_arguments(self, parser):
         parser.add_argument("--burst", type=int, default=36, help="closed-won deals delivered at start")
