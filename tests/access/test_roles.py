@@ -9,7 +9,7 @@ import json
 import pytest
 from django.contrib.auth.models import User
 
-from apps.sync import bulk, desk
+from apps.sync import bulk, bulk_run, desk
 from apps.sync.models import AuditEntry, Connection, SyncRecord
 
 from .conftest import CONSULTANT, TAX_ID
@@ -90,7 +90,7 @@ def test_bulk_assignment_follows_the_same_rule(world, alice, bob, carol, dave):
     assert b.preview["allowed"] == 1
     assert b.preview["not_allowed"] == {"count": 1, "examples": [world.record.pk]}
     bulk.bulk_confirm(bulk=b, actor=carol)
-    assert bulk.bulk_run(b.pk) == {"done": 2, "succeeded": 1, "failed": 1}
+    assert bulk_run.bulk_run(b.pk) == {"done": 2, "succeeded": 1, "failed": 1}
     assignees = dict(SyncRecord.objects.filter(pk__in=ids).values_list("pk", "assignee__username"))
     assert assignees == {world.record.pk: None, world.time_record.pk: "bob"}
 
