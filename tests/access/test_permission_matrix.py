@@ -10,7 +10,6 @@ change nothing. Each request runs in a savepoint that is rolled back, so every c
 
 from __future__ import annotations
 
-import pytest
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver

@@ -13,7 +13,7 @@ from django.test import Client
 
 from apps.core.inputs import LATEST_DATE, param_date, param_decimal, param_int, param_page
 from apps.sync.models import AuditEntry
-from tests.h2_fixtures import make_engagement
+from tests.builders import linked_engagement
 from tests.test_console import make_record
 
 pytestmark = pytest.mark.django_db
@@ -206,7 +206,7 @@ def test_a_repeated_parameter_uses_one_value(as_carol, connections):
 
 
 def test_an_engagement_code_that_does_not_exist_is_a_404(as_carol, connections):
-    make_engagement()
+    linked_engagement()
 
     assert as_carol.get("/engagements/..%2F..%2Fadmin/").status_code == 404
 

@@ -23,8 +23,8 @@ from apps.connectors.hubspot.inbound import signature_v3
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sandbox.stripe.webhooks import signature_header
 from apps.sync.bulk import bulk_preview
-from tests.conftest import HUBSPOT_SECRET
-from tests.h2_fixtures import make_engagement
+from tests.callbacks import HUBSPOT_SECRET
+from tests.builders import linked_engagement
 from tests.test_console import make_record
 
 pytestmark = pytest.mark.django_db
@@ -165,7 +165,7 @@ def fuzz_world(connections, carol):
     """Something behind every id: a held record, a previewed bulk action, an engagement; Carol logged in."""
     record = make_record(connections)
     bulk = bulk_preview(actor=carol, action="resubmit", record_ids=[record.pk], params={})
-    engagement = make_engagement()
+    engagement = linked_engagement()
     client = Client()
     client.force_login(carol)
     return {"client": client, "pk": record.pk, "bulk": bulk.pk, "code": engagement.code}

@@ -14,11 +14,9 @@ from rest_framework.test import APIClient
 
 from apps.connectors.hubspot import inbound as hubspot_inbound
 from apps.core.logging import JsonFormatter
-from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sync import refusals
 from apps.sync.models import Connection, InboundEvent
-from tests.h2_fixtures import drf_headers, signed
-from tests.test_callbacks import deal_event, post_hubspot
+from tests.callbacks import deal_event, post_hubspot, post_kantata
 
 pytestmark = pytest.mark.django_db
 
@@ -180,9 +178,7 @@ def test_an_unexpected_error_is_a_stored_400_with_a_correlation_id(client, conne
 def test_a_database_error_is_a_stored_400_not_a_500(client, connections):
     """A Kantata message id longer than the event id column: whether the connector refuses it or the database
     does, the sender gets a 4xx and the refusal is on record."""
-    body, headers = signed(INBOUND_SECRETS["kantata"], {"type": "workspace.archived", "data": {}}, "m" * 300)
-    response = client.post("/api/v1/callbacks/kantata/", data=body, content_type="application/json",
-                           **{k: v for k, v in drf_headers(headers).items() if k != "CONTENT_TYPE"})
+    response = post_kantata(client, {"type": "workspace.archived", "data": {}}, msg_id="m" * 300)
 
     assert 400 <= response.status_code < 500, response.content
     event = InboundEvent.objects.get()
