@@ -210,6 +210,9 @@ def test_the_queue_title_search_uses_the_partial_trigram_index(connections, alic
         for i in range(6000)])
     with connection.cursor() as cur:  # as autovacuum would: GIN pending lists merged, statistics taken
         for index in ("desk_title_trgm", "syncrecord_title_trgm", "syncrecord_search_keys"):
+            # the earlier tests' rolled-back rows leave dead entries that only VACUUM reclaims, which never runs
+            # in a test session; they make the indexes look bigger than a maintained database's to the planner
+            cur.execute(f"REINDEX INDEX {index}")
             cur.execute("SELECT gin_clean_pending_list(%s::regclass)", [index])
         cur.execute("ANALYZE sync_syncrecord")
     for params in ({"team": "any", "q": "Acme 12"}, {"team": "pmo", "q": "wonka 3"}, {"status": "held", "q": "hooli"}):

@@ -140,8 +140,10 @@ def test_a_throttled_salesforce_sender_gets_a_soap_fault(client, connections):
     assert b"faultstring" in response.content
 
 
-@override_settings(HANDOFF_CALLBACK_REFUSAL_LIMIT=1)
 def test_when_redis_is_down_refusals_are_stored_as_usual(client, connections, settings, caplog):
+    # one settings override only: the `settings` fixture's and an @override_settings stacked on it unwind out of
+    # order, which leaked the limit of 1 into every later test
+    settings.HANDOFF_CALLBACK_REFUSAL_LIMIT = 1
     settings.RQ_QUEUES = {**settings.RQ_QUEUES, "high": {"URL": "redis://127.0.0.1:1/0", "DEFAULT_TIMEOUT": 600}}
 
     statuses = [post_junk(client, body=b"junk").status_code for _ in range(3)]
