@@ -87,6 +87,13 @@ def passed(request, device) -> None:
 
 
 WRONG_CODE = "That code is not right, or was already used. Wait for the next one and try again."
+THROTTLED = "Too many wrong codes: wait a few seconds, then enter the current one."
+
+
+def refusal(device) -> str:
+    """Why a code would be refused now: each wrong code doubles the wait before the device checks another
+    (django-otp), and a code sent while it waits is refused unchecked."""
+    return WRONG_CODE if device.verify_is_allowed()[0] else THROTTLED
 
 
 @never_cache
@@ -98,10 +105,11 @@ def verify(request):
         return redirect_to_login(next_url(request), reverse("two_factor_enrol"))
     form = CodeForm(request.POST or None)
     if form.is_valid():
+        why_not = refusal(device)
         if verify_token(request.user, device.persistent_id, form.cleaned_data["token"]):
             passed(request, device)
             return redirect(next_url(request))
-        form.add_error("token", WRONG_CODE)  # repeated failures are throttled by the device (django-otp)
+        form.add_error("token", why_not)
     return render(request, "registration/two_factor_verify.html", {"form": form, "next": next_url(request)})
 
 
@@ -116,6 +124,7 @@ def enrol(request):
               or TOTPDevice.objects.create(user=request.user, name="Authenticator app", confirmed=False))
     form = CodeForm(request.POST or None)
     if form.is_valid():
+        why_not = refusal(device)
         if device.verify_token(form.cleaned_data["token"]):
             device.confirmed = True
             device.save(update_fields=["confirmed"])
@@ -123,7 +132,7 @@ def enrol(request):
                                          single_object=True)
             passed(request, device)
             return redirect(next_url(request))
-        form.add_error("token", WRONG_CODE)
+        form.add_error("token", why_not)
     secret = b32encode(device.bin_key).decode()
     return render(request, "registration/two_factor_enrol.html", {
         "form": form, "next": next_url(request), "otpauth_uri": device.config_url,
