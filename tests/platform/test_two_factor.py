@@ -14,6 +14,8 @@ from django.test import Client, override_settings
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from tests.test_browser import allow_orm_beside_playwright, chromium_page, chromium_path  # noqa: F401 (a fixture)
+
 pytestmark = pytest.mark.django_db
 
 TOTP_ON = override_settings(HANDOFF_REQUIRE_TOTP_FOR=["finance_ops", "integration_admin"])
@@ -139,3 +141,30 @@ def test_carol_resets_bobs_lost_device_in_the_admin_and_bob_enrols_again(client,
     with TOTP_ON:
         password_login(client, bob)
         assert client.get("/exceptions/")["Location"].startswith(ENROL)
+
+
+@pytest.mark.browser
+@TOTP_ON
+def test_bob_enrols_in_a_real_browser_under_the_strict_csp(transactional_db, live_server, bob,
+                                                          allow_orm_beside_playwright):
+    """The QR code is an inline SVG image the Content-Security-Policy lets through; nothing else is inline."""
+    from playwright.sync_api import expect
+
+    with chromium_page(chromium_path()) as page:
+        refused = []
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(live_server.url + "/exceptions/")
+        page.get_by_label("Username").fill("bob")
+        page.get_by_label("Password").fill("pw-bob")
+        page.get_by_role("button", name="Log in").click()
+
+        expect(page.get_by_role("heading", name="Set up two-factor login")).to_be_visible()
+        assert page.locator("img.qr").evaluate("img => img.complete && img.naturalWidth > 0")
+        secret = page.locator("code.secret").first.inner_text().replace(" ", "")
+        code = f"{TOTP(base64.b32decode(secret)).token():06d}"
+        page.get_by_label("Code from your authenticator app").fill(code)
+        page.get_by_role("button", name="Confirm").click()
+
+        expect(page.get_by_role("heading", name="Exceptions")).to_be_visible()
+        assert page.url == live_server.url + "/exceptions/"
+        assert not refused, refused
