@@ -26,7 +26,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import transaction
 from django.http import Http404
-from django.shortcuts import resolve_url
+from django.shortcuts import redirect
 from django.urls import path
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
@@ -62,7 +62,7 @@ def oidc_setting(attr: str, *default):
     """A mozilla-django-oidc setting; a provider endpoint left blank comes from OIDC_OP_DISCOVERY_ENDPOINT."""
     value = getattr(settings, attr, None)
     if value in ("", None) and attr in DISCOVERED and settings.OIDC_OP_DISCOVERY_ENDPOINT:
-        value = discovery_document(settings.OIDC_OP_DISCOVERY_ENDPOINT).get(DISCOVERED[attr])
+        value = discovery_document(settings.OIDC_OP_DISCOVERY_ENDPOINT).get(DISCOVERED[attr]) or ""
     if value in ("", None) and default:
         return default[0]
     if value is None:
@@ -173,15 +173,30 @@ class RoleMappingOIDCBackend(OIDCAuthenticationBackend):
         return roles
 
 
-class SSOStart(OIDCAuthenticationRequestView):
-    """Sends the browser to the IdP (404 while SSO is off)."""
+class SSOViews:
+    """404 while SSO is off; anything refused — a forged or replayed token, an unknown state, nobody with a mapped
+    group, an IdP that does not answer — goes back to the login page with a message, not to an error page."""
 
     get_settings = staticmethod(oidc_setting)
 
     def dispatch(self, request, *args, **kwargs):
         if not sso_enabled():
             raise Http404("single sign-on is not configured")
-        return super().dispatch(request, *args, **kwargs)
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except (SuspiciousOperation, requests.RequestException) as exc:
+            log.warning("sso login refused: %s", exc)
+            return refused(request)
+
+
+def refused(request):
+    messages.error(request, f"Sign-in with {settings.HANDOFF_SSO_NAME} did not let you in. If you should have "
+                            "access, ask your administrator for a Handoff group.")
+    return redirect(settings.LOGIN_URL)
+
+
+class SSOStart(SSOViews, OIDCAuthenticationRequestView):
+    """Sends the browser to the IdP."""
 
     def __init__(self, *args, **kwargs):
         super(OIDCAuthenticationRequestView, self).__init__(*args, **kwargs)  # endpoints are read in get()
@@ -192,30 +207,11 @@ class SSOStart(OIDCAuthenticationRequestView):
         return super().get(request)
 
 
-class SSOCallback(OIDCAuthenticationCallbackView):
-    """The IdP sends the browser back here (/oidc/callback/, the redirect URI registered at the IdP). Anything
-    refused — a forged or replayed token, an unknown state, nobody with a mapped group — goes back to the login
-    page with a message, not to an error page."""
-
-    get_settings = staticmethod(oidc_setting)
-
-    def dispatch(self, request, *args, **kwargs):
-        if not sso_enabled():
-            raise Http404("single sign-on is not configured")
-        try:
-            return super().dispatch(request, *args, **kwargs)
-        except SuspiciousOperation as exc:
-            log.warning("sso login refused: %s", exc)
-            return self.login_failure()
-
-    @property
-    def failure_url(self):
-        return resolve_url(settings.LOGIN_URL)
+class SSOCallback(SSOViews, OIDCAuthenticationCallbackView):
+    """The IdP sends the browser back here (/oidc/callback/, the redirect URI registered at the IdP)."""
 
     def login_failure(self):
-        messages.error(self.request, f"Sign-in with {settings.HANDOFF_SSO_NAME} did not let you in. If you should "
-                                     "have access, ask your administrator for a Handoff group.")
-        return super().login_failure()
+        return refused(self.request)
 
 
 class LoginView(auth_views.LoginView):

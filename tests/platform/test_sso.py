@@ -149,3 +149,15 @@ def test_sso_logins_are_not_asked_for_a_second_factor(client, provider):
     response = sso_login(client, provider)
 
     assert response.redirect_chain[-1][0] == "/exceptions/" and response.status_code == 200
+
+
+def test_an_idp_that_does_not_answer_sends_people_back_to_the_login_page(client, provider):
+    start = client.get("/oidc/authenticate/")
+    back = urlsplit(requests.get(start["Location"], allow_redirects=False, timeout=5).headers["Location"])
+    provider.server.shutdown()
+    provider.server.server_close()  # the token endpoint is gone
+
+    response = client.get(f"{back.path}?{back.query}", follow=True)
+
+    assert response.redirect_chain[-1][0] == "/login/" and "did not let you in" in response.content.decode()
+    assert not logged_in(client)

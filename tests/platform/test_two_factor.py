@@ -5,9 +5,14 @@ is not asked; with the setting empty (the demo, and the rest of this suite) nobo
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 from base64 import b32encode
+from pathlib import Path
 
 import pytest
 from django.test import Client, override_settings
@@ -110,6 +115,17 @@ def test_alice_of_the_pmo_is_not_asked(client, alice):
     password_login(client, alice)
     assert client.get("/exceptions/").status_code == 200
     assert client.get(VERIFY).status_code == 302  # nothing to verify: on to the console
+
+
+@pytest.mark.parametrize("module, asked", [("config.settings.production", ["finance_ops", "integration_admin"]),
+                                           ("config.settings.local", [])])
+def test_production_asks_finance_and_admins_for_a_code_and_the_demo_asks_nobody(module, asked):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": module, "SECRET_KEY": "only-for-reading-the-settings-" * 2}
+    env.pop("HANDOFF_REQUIRE_TOTP_FOR", None)
+    read = "import json; from django.conf import settings; print(json.dumps(settings.HANDOFF_REQUIRE_TOTP_FOR))"
+    result = subprocess.run([sys.executable, "-c", read], cwd=Path(__file__).resolve().parents[2], env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(result.stdout) == asked
 
 
 def test_with_the_setting_empty_nobody_is_asked(client, bob, carol):
