@@ -87,7 +87,8 @@ def roles_for(claims: dict) -> set[str]:
 
 def set_roles(user, roles: set[str], *, groups_claim) -> None:
     """Make the user's role groups exactly `roles` (other groups untouched); staff (the admin) follows the
-    integration_admin role (superusers stay staff). Every change is logged and put in the admin's history of the user."""
+    integration_admin role (superusers stay staff). Every change is logged and put in the admin's history of the
+    user."""
     current = set(user.groups.filter(name__in=ROLE_NAMES).values_list("name", flat=True))
     changes = [f"role {r} granted" for r in sorted(roles - current)]
     changes += [f"role {r} removed" for r in sorted(current - roles)]

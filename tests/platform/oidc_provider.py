@@ -75,7 +75,8 @@ class Provider:
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if url.path == "/.well-known/openid-configuration":
-                    return self.answer(200, {"issuer": provider.url, "authorization_endpoint": provider.url + "/authorize",
+                    return self.answer(200, {"issuer": provider.url,
+                                             "authorization_endpoint": provider.url + "/authorize",
                                              "token_endpoint": provider.url + "/token",
                                              "userinfo_endpoint": provider.url + "/userinfo",
                                              "jwks_uri": provider.url + "/jwks"})
@@ -95,7 +96,8 @@ class Provider:
                 return self.answer(404)
 
             def do_POST(self):
-                form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()}
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                form = {k: v[0] for k, v in parse_qs(body).items()}
                 grant = provider.codes.pop(form.get("code", ""), None)
                 if self.path != "/token" or grant is None or form.get("client_id") != CLIENT_ID:
                     return self.answer(400, {"error": "invalid_grant"})
