@@ -19,7 +19,7 @@ from django.test import Client, override_settings
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from tests.test_browser import allow_orm_beside_playwright, chromium_page, chromium_path  # noqa: F401 (a fixture)
+from tests.browser.chromium import chromium_page, chromium_path
 
 pytestmark = pytest.mark.django_db
 
@@ -161,9 +161,9 @@ def test_carol_resets_bobs_lost_device_in_the_admin_and_bob_enrols_again(client,
 
 @pytest.mark.browser
 @TOTP_ON
-def test_bob_enrols_in_a_real_browser_under_the_strict_csp(transactional_db, live_server, bob,
-                                                          allow_orm_beside_playwright):
+def test_bob_enrols_in_a_real_browser_under_the_strict_csp(transactional_db, live_server, bob, monkeypatch):
     """The QR code is an inline SVG image the Content-Security-Policy lets through; nothing else is inline."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM beside Playwright's loop (tests/browser)
     from playwright.sync_api import expect
 
     with chromium_page(chromium_path()) as page:
