@@ -90,22 +90,24 @@ def sync_record(connections, **kw) -> SyncRecord:
 
 
 def held_record(connections, *, status="held", reason_code="missing_legal_entity", fault_fields=("legal_entity",),
-                message=None, owner_team="pmo", title=None, payload=None, stage="validate") -> SyncRecord:
-    """One quote-to-project record as the engine leaves it when it holds it, with the columns the engine derives
-    (search keys, error signature)."""
+                message=None, owner_team="pmo", title=None, payload=None, stage="validate",
+                workflow="quote_to_project", source="hubspot", source_key=None) -> SyncRecord:
+    """One record as the engine leaves it when it holds it (a quote-to-project one unless told otherwise), with the
+    columns the engine derives (search keys, error signature)."""
     from apps.sync.queue_columns import error_signature, search_keys
 
     payload = payload or opportunity_payload()
     held = status in ("held", "dead")
+    title = title if title is not None else payload["opportunity_name"]
     record = SyncRecord(
-        workflow="quote_to_project", stage=stage, status=status,
+        workflow=workflow, stage=stage, status=status,
         reason_code=reason_code if held else "", fault_fields=list(fault_fields) if held else [],
         message=(message if message is not None else
-                 f"No legal entity is set on “{payload['opportunity_name']}”. Choose the legal entity that will "
+                 f"No legal entity is set on “{title}”. Choose the legal entity that will "
                  f"contract and invoice this work.") if held else "",
-        owner_team=owner_team, source_connection=connections["hubspot"],
-        source_key=f"deal:{payload['deal_id']}", title=title if title is not None else payload["opportunity_name"],
-        amount=payload["amount"], currency=payload["currency"],
+        owner_team=owner_team, source_connection=connections[source],
+        source_key=source_key or f"deal:{payload['deal_id']}", title=title,
+        amount=payload.get("amount"), currency=payload.get("currency", "USD"),
         original_payload=payload, current_payload=payload, context={"fetched": True},
         held_at=timezone.now() if held else None)
     record.search_keys = search_keys(record)
