@@ -40,7 +40,7 @@ def run_logged(kind: str, fn) -> Counter:
                                  rq_job_id=_current_job_id())
     try:
         counts = fn(run)
-    except Exception as exc:
+    except Exception:
         run.status = SyncRun.Status.ERRORED
         run.error = traceback.format_exc()[-8000:]
         run.completed_at = timezone.now()
