@@ -8,8 +8,9 @@ checked once, by the intake, before any of them runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+
+from apps.connectors.base import exact_json
 
 
 class Rejected(Exception):
@@ -51,6 +52,14 @@ def json_body(body: bytes, headers, what: str):
     except UnicodeDecodeError:
         raise Rejected(400, "the body is not valid UTF-8")
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        return exact_json(text)
+    except (ValueError, RecursionError) as exc:  # DuplicateKey, NaN/Infinity and int-digit limits are ValueErrors
         raise Rejected(400, f"malformed JSON: {str(exc)[:200]}")
+
+
+def checked_id(check, value, field: str, who: str) -> str:
+    """`value` in its system's id format (apps/connectors/ids.py), or Rejected(400) naming the field."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise Rejected(400, f"{who}: {field} {str(value)[:40]!r} {exc}")

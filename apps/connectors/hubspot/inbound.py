@@ -77,7 +77,7 @@ def parse_events(connection, data) -> list[EventSpec]:
             raise Rejected(400, f"event {i}: eventId must be a number")
         stype = str(ev["subscriptionType"])[:60]
         etype = stype if stype != "deal.propertyChange" else f"{stype}:{ev.get('propertyName', '')}"
-        spec = EventSpec(event_id=str(ev["eventId"])[:200], event_type=etype[:100], body=ev)
+        spec = EventSpec(event_id=str(ev["eventId"]), event_type=etype[:100], body=ev)
         if stype == "deal.propertyChange" and ev.get("propertyName") == "dealstage":
             if str(ev.get("propertyValue")) in closed_won:
                 if not isinstance(ev.get("objectId"), (int, str)) or not str(ev["objectId"]).strip():

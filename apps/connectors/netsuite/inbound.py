@@ -79,4 +79,4 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
     event_id, envelope = signature.verified_message(conn, headers=headers, body=body, who="NetSuite",
                                                     what="a NetSuite callback")
-    return [parse_message(conn, event_id[:200], envelope)]
+    return [parse_message(conn, event_id, envelope)]

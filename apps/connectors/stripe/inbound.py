@@ -71,7 +71,7 @@ def parse_event(conn, event) -> EventSpec:
     if created is None:
         raise Rejected(400, f"Stripe: event {event['id'][:60]} has no valid created time")
     etype = event["type"][:100]
-    spec = EventSpec(event_id=event["id"][:200], event_type=etype, body=event)
+    spec = EventSpec(event_id=event["id"], event_type=etype, body=event)
     if etype in INVOICE_EVENTS:
         if obj.get("object") != "invoice" or not obj.get("id"):
             raise Rejected(400, f"Stripe: {etype} event {event['id'][:60]} does not carry an invoice")

@@ -37,6 +37,7 @@ from django.utils import timezone
 from apps.canonical.models import Customer, Engagement, ExternalId, Milestone
 from apps.canonical.services import object_by_external_id
 from apps.connectors.hubspot import mapping as hubspot_mapping
+from apps.connectors.netsuite.client import record_path
 from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.finance import invoicing
 from apps.finance.models import Invoice
@@ -179,7 +180,7 @@ def stage_fetch(ctx) -> None:
         elif fetch == "invoices":
             views = []
             for invoice_id in dict.fromkeys(x["invoice_id"] for x in p.get("payments") or []):
-                rec = client.request("GET", f"/services/rest/record/v1/invoice/{invoice_id}",
+                rec = client.request("GET", record_path("invoice", invoice_id),
                                      summary=f"get invoice {invoice_id}").json()
                 view = netsuite_mapping.invoice_view(rec)
                 at = invoicing.parse_time(rec.get("lastModifiedDate"))
