@@ -11,7 +11,7 @@ import re
 
 _SF_ID = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Z]{3})?")
 _SF_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_DIGITS = re.compile(r"[1-9][0-9]{0,17}")  # HubSpot, Kantata, NetSuite: positive integers, no sign or zero pad
+_DIGITS = re.compile(r"[1-9][0-9]{0,18}")  # HubSpot, Kantata, NetSuite: positive integers, no sign or zero pad
 _STRIPE_ID = re.compile(r"[a-z]{2,10}_[0-9A-Za-z]{1,190}")
 
 

@@ -17,6 +17,7 @@ from apps.canonical import services as canonical
 from apps.connectors.hubspot import mapping as hubspot_mapping
 from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.core.dates import parse_date
+from apps.finance.money import amount_problem
 
 from .base import Hold, Problem, Refusal, Stage, Workflow, register
 
@@ -110,6 +111,9 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
     except (InvalidOperation, ValueError):
         problems.append(Problem("payload_schema_invalid",
                                 f"The amount “{amount}” is not a positive number.", ["amount"]))
+    else:
+        if currency in CURRENCIES and (why := amount_problem(amount, currency)):
+            problems.append(Problem("payload_schema_invalid", f"The amount “{amount}” {why}.", ["amount"]))
 
     ctype = payload.get("contract_type") or ""
     if ctype and ctype not in CONTRACT_TYPES:
