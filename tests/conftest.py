@@ -16,13 +16,23 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 from rq import SimpleWorker
 
+from apps.connectors.ids import salesforce_id18
 from apps.core.roles import define_roles
 from apps.demo import firm as demo_firm
+from apps.sandbox.credentials import CALLBACK_URL_SECRETS
 from apps.sandbox.models import SandboxObject, SandboxSystem
 from apps.sync import sweeper
 from apps.sync.models import Connection, SyncRecord
 
 HUBSPOT_SECRET = "test-hubspot-client-secret"
+# the demo Salesforce connection's callback URL, with its secret (Salesforce does not sign its messages)
+SALESFORCE_CALLBACK = f"/api/v1/callbacks/salesforce/{CALLBACK_URL_SECRETS['salesforce']}/"
+
+
+def salesforce_id(stem: str) -> str:
+    """A valid 18-character Salesforce id (its case-safe checksum included) from a readable stem, zero-padded to
+    15 characters: salesforce_id("006SAME") == "006SAME00000000" + its 3-character suffix."""
+    return salesforce_id18(stem.ljust(15, "0"))
 
 
 @pytest.fixture(autouse=True)
