@@ -17,6 +17,7 @@ from apps.core.logging import JsonFormatter
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sync import refusals
 from apps.sync.models import Connection, InboundEvent
+from tests.conftest import SALESFORCE_CALLBACK
 from tests.h2_fixtures import drf_headers, signed
 from tests.test_callbacks import deal_event, post_hubspot
 
@@ -69,9 +70,9 @@ def test_a_bad_signature_keeps_a_short_excerpt(client, connections):
 
 
 def test_a_salesforce_refusal_keeps_a_short_excerpt(client, connections):
-    """Outbound Messages are not signed: the org id they carry is not a secret."""
+    """Outbound Messages are not signed: the org id they carry is not a secret (even on the secret URL)."""
     body = b"<notifications>" + b"<x/>" * 10_000
-    response = client.post("/api/v1/callbacks/salesforce/", data=body, content_type="text/xml")
+    response = client.post(SALESFORCE_CALLBACK, data=body, content_type="text/xml")
 
     assert response.status_code == 400
     assert len(InboundEvent.objects.get().raw_body) == refusals.EXCERPT_BYTES
