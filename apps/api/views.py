@@ -77,11 +77,11 @@ SALESFORCE_OUTBOUND_EXAMPLE = (
     ' xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
     '<soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
     "<OrganizationId>00D5g000004SbxQEAS</OrganizationId><ActionId>04k000000000001</ActionId>"
-    '<SessionId xsi:nil="true"/><Notification><Id>04l5g00000ABCDEAA2</Id>'
+    '<SessionId xsi:nil="true"/><Notification><Id>04l5g00000ABCDEAA5</Id>'
     '<sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">'
-    "<sf:Id>0065g00000ABCDEAA2</sf:Id><sf:Name>Northwind Traders - Data platform</sf:Name>"
+    "<sf:Id>0065g00000ABCDEAA5</sf:Id><sf:Name>Northwind Traders - Data platform</sf:Name>"
     "<sf:StageName>Closed Won</sf:StageName><sf:IsWon>true</sf:IsWon><sf:Amount>120000.00</sf:Amount>"
-    "<sf:CurrencyIsoCode>USD</sf:CurrencyIsoCode><sf:AccountId>0015g00000ABCDEAA2</sf:AccountId>"
+    "<sf:CurrencyIsoCode>USD</sf:CurrencyIsoCode><sf:AccountId>0015g00000ABCDEAA5</sf:AccountId>"
     "<sf:Account_Name__c>Northwind Traders</sf:Account_Name__c><sf:Legal_Entity__c>US01</sf:Legal_Entity__c>"
     "<sf:Billing_Terms__c>NET30</sf:Billing_Terms__c></sObject></Notification></notifications>"
     "</soapenv:Body></soapenv:Envelope>")
@@ -188,13 +188,18 @@ class CallbackView(APIView):
         return _callback(request, connection)
 
 
+SLUG = r"^[-A-Za-z0-9_]+$"  # a slug and a URL secret (secrets.token_urlsafe) are URL-safe characters only
+
+
 class SecretCallbackView(CallbackView):
     """The callback URL of a connection whose system does not sign its callbacks (Salesforce Outbound Messages):
     `/api/v1/callbacks/<connection>/<secret>/`, with the connection's secret (Console → Connections, rotate). A
     missing or wrong secret is refused with 401 and stored; a signed system's connection has no such URL (404)."""
 
     @extend_schema(operation_id="callback_receive_secret_url", **{**CALLBACK_SCHEMA, "parameters": [
-        OpenApiParameter("secret", str, OpenApiParameter.PATH,
+        OpenApiParameter("connection", {"type": "string", "pattern": SLUG}, OpenApiParameter.PATH,
+                         description="The connection's slug"),
+        OpenApiParameter("secret", {"type": "string", "pattern": SLUG}, OpenApiParameter.PATH,
                          description="The connection's callback secret (systems that do not sign: Salesforce)"),
         *CALLBACK_SCHEMA["parameters"]]})
     def post(self, request, connection: str, secret: str):

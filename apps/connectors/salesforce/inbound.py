@@ -97,6 +97,8 @@ def _trigger(spec: EventSpec, so, notification_id: str, workflow: str, key: str,
     modification stamp (which orders notifications of the same record) are kept; the workflow's fetch stage
     reads every value through the REST API."""
     sotype = spec.event_type.split(":", 1)[1]
+    if not field_text(so, "Id"):
+        raise Rejected(400, f"the {sotype} has no Id")
     record_id = checked_id(ids.salesforce_id, field_text(so, "Id"), f"the {sotype} Id", "Salesforce")
     modified = field_text(so, "SystemModstamp")
     spec.workflow = workflow
