@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import time
@@ -31,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 os.chdir(ROOT)
 
-from config.launcher import EmbeddedPostgres, EmbeddedValkey  # noqa: E402
+from bench.common import (bench_user, refuse_external, say, setup_django, start_engines,  # noqa: E402
+                          stop_engines, stop_on_sigterm)
 
 DATA = ROOT / ".data" / "bench-bulk"
 PG_PORT = int(os.environ.get("HANDOFF_BENCH_BULK_PG_PORT", 54359))
@@ -40,74 +40,13 @@ TARGETS = {"preview_s": 2.0, "confirm_s": 5.0}
 KEY_PREFIX = "bench-bulk:"
 
 
-def say(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
-
-
-def start_engines(args) -> list:
-    import psycopg
-
-    started = []
-    external = [k for k in ("DATABASE_URL", "REDIS_URL") if os.environ.get(k)]
-    if external and not args.external:
-        raise SystemExit(f"{' and '.join(external)} set: pass --external to use them (records are created there "
-                         f"and deleted at the end; the bulk job is enqueued there), or unset them.")
-    if not os.environ.get("DATABASE_URL"):
-        pg = EmbeddedPostgres(DATA / "pg", PG_PORT, durable=False)
-        url = pg.start()
-        started.append(pg)
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres", autocommit=True) as c:
-            c.execute("DROP DATABASE IF EXISTS handoff WITH (FORCE)")
-            c.execute("CREATE DATABASE handoff")
-        os.environ["DATABASE_URL"] = url
-        say(f"PostgreSQL (embedded, fsync off) on 127.0.0.1:{PG_PORT}: fresh database 'handoff'")
-    if not os.environ.get("REDIS_URL"):
-        vk = EmbeddedValkey(DATA / "valkey", VALKEY_PORT, durable=False)
-        os.environ["REDIS_URL"] = vk.start()
-        started.append(vk)
-        say(f"Valkey (embedded) on 127.0.0.1:{VALKEY_PORT}")
-    return started
-
-
-def stop_engines(started: list) -> None:
-    for s in reversed(started):
-        try:
-            s.stop()
-        except Exception as exc:  # keep stopping the others
-            print(f"could not stop {s}: {exc}", file=sys.stderr)
-    started.clear()
-
-
-def setup_django() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
-    os.environ.setdefault("DEBUG", "0")  # no query log: time what production does
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    say("migrating")
-    call_command("migrate", verbosity=0, interactive=False)
-    from django.contrib.auth.models import Group, Permission
-
-    from apps.core.roles import define_roles
-    from apps.demo import firm
-
-    firm.setup_reference_data()
-    firm.setup_connections("http://127.0.0.1:9")
-    define_roles(Group, Permission)
-
-
 def make_records(n: int):
-    from django.contrib.auth.models import Group, User
     from django.db import connection
     from django.utils import timezone
 
     from apps.sync.models import Connection, SyncRecord
 
-    user, _ = User.objects.get_or_create(username="bench-bulk-pmo")
-    user.groups.add(Group.objects.get(name="pmo"))
+    user = bench_user("bench-bulk-pmo", "pmo")
     hubspot = Connection.objects.get(slug="hubspot")
     now = timezone.now()
     objs = []
@@ -158,13 +97,13 @@ def main() -> int:
 
     started: list = []
 
-    def on_signal(signum, frame):
-        raise SystemExit(f"stopped by signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
+    stop_on_sigterm()
     user = None
     try:
-        started.extend(start_engines(args))
+        refuse_external(("DATABASE_URL", "REDIS_URL"), args.external,
+                        "pass --external to use them (records are created there and deleted at the end; the bulk "
+                        "job is enqueued there), or unset them.")
+        started.extend(start_engines(DATA, PG_PORT, VALKEY_PORT, fresh_database=True))
         setup_django()
         import django_rq
         from django.contrib.auth.models import User
@@ -236,12 +175,6 @@ def main() -> int:
                 cleanup(user)
             except Exception as exc:
                 print(f"cleanup failed: {exc}", file=sys.stderr)
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:
-            pass
         stop_engines(started)
         say("stopped what was started")
 

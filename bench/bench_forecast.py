@@ -29,9 +29,7 @@ sys.path[0] = str(ROOT)
 os.chdir(ROOT)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
 
-
-def say(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
+from bench.common import say  # noqa: E402
 
 
 def fresh_database(url: str) -> None:

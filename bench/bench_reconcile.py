@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import sys
 import time
 import uuid
@@ -35,6 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 os.chdir(ROOT)
+
+from bench.common import (bench_user, refuse_external, say, setup_django, start_engines,  # noqa: E402
+                          stop_engines, stop_on_sigterm)
 
 DATA = ROOT / ".data" / "bench-reconcile"
 PG_PORT = int(os.environ.get("HANDOFF_BENCH_RECONCILE_PG_PORT", 54371))
@@ -48,10 +50,6 @@ HOURS = [Decimal(x) for x in ("7.50", "0.33", "1.67", "2.25", "0.17", "0.50", "3
 LE_FOR = {"USD": "US01", "GBP": "UK01", "EUR": "DE01"}
 
 
-def say(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
-
-
 def r2(x: Decimal) -> Decimal:
     return x.quantize(CENT, rounding=ROUND_HALF_UP)
 
@@ -59,47 +57,6 @@ def r2(x: Decimal) -> Decimal:
 def add_months(d: date, n: int) -> date:
     y, m = divmod(d.month - 1 + n, 12)
     return date(d.year + y, m + 1, 1)
-
-
-# ------------------------------------------------------------------ engines / Django
-
-
-def start_engines(args) -> list:
-    from config.launcher import EmbeddedPostgres
-
-    if os.environ.get("DATABASE_URL"):
-        if not args.wipe_external:
-            raise SystemExit("DATABASE_URL is set: its engagements and finance rows would be truncated; pass "
-                             "--wipe-external")
-        say("PostgreSQL from DATABASE_URL")
-        return []
-    pg = EmbeddedPostgres(DATA / "pg", PG_PORT, durable=False)
-    os.environ["DATABASE_URL"] = pg.start()
-    say(f"PostgreSQL (embedded) on 127.0.0.1:{PG_PORT}")
-    return [pg]
-
-
-def setup_django():
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ.setdefault("HANDOFF_SANDBOX_ENABLED", "0")
-    import django
-
-    django.setup()
-    from django.contrib.auth.models import Group, Permission, User
-    from django.core.management import call_command
-
-    from apps.core.roles import define_roles
-    from apps.demo.firm import setup_connections, setup_reference_data
-
-    call_command("migrate", "--noinput", verbosity=0)
-    setup_reference_data()
-    setup_connections("http://127.0.0.1:9")
-    define_roles(Group, Permission)
-    user, _ = User.objects.get_or_create(username="bench_finance")
-    user.groups.set([Group.objects.get(name="finance_ops")])
-    return user
 
 
 # ------------------------------------------------------------------ the book (COPY)
@@ -308,20 +265,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    (DATA / "xdg").mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(DATA / "xdg"))
+    stop_on_sigterm()
     started = []
     try:
-        started = start_engines(args)
-        say("migrating, reference data, connections, roles")
-        user = setup_django()
+        refuse_external(("DATABASE_URL",), args.wipe_external,
+                        "its engagements and finance rows would be truncated; pass --wipe-external")
+        started = start_engines(DATA, PG_PORT)
+        setup_django()
+        user = bench_user("bench_finance", "finance_ops")
         from django.utils import timezone
 
         from apps.canonical.models import Engagement
@@ -358,14 +311,7 @@ def main(argv=None) -> int:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130
     finally:
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:
-            pass
-        for s in reversed(started):
-            s.stop()
+        stop_engines(started)
 
 
 if __name__ == "__main__":

@@ -345,7 +345,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    R.on_sigterm()
+    R.stop_on_sigterm()
     R.prepare_env()
     procs, engines = R.Procs(), R.Engines(args)
     started = time.monotonic()

@@ -28,7 +28,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -495,14 +494,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    signal.signal(signal.SIGTERM, _interrupt)
+    R.stop_on_sigterm()
     os.environ["PATH"] = f"{R.VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     DATA.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("XDG_RUNTIME_DIR"):

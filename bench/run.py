@@ -70,6 +70,8 @@ if __name__ == "__main__" and "--no-snapshot" not in sys.argv and not os.environ
 sys.path[0] = str(ROOT)
 os.chdir(ROOT)
 
+from bench.common import say, stop_on_sigterm  # noqa: E402
+
 from config.launcher import EmbeddedPostgres, EmbeddedValkey  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -85,10 +87,6 @@ TARGETS = {
     "own_ms_per_record": 10.0,
     "inbox_events_per_s": 1000.0,
 }
-
-
-def say(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
 
 
 def free_port() -> int:
@@ -806,15 +804,6 @@ def add_process_args(p) -> None:
                    help="allow truncating/flushing the PostgreSQL/Redis named by DATABASE_URL/REDIS_URL")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def on_sigterm() -> None:
-    """SIGTERM stops a run like Ctrl-C does (the finally blocks stop every process started)."""
-    signal.signal(signal.SIGTERM, _interrupt)
-
-
 def guarded(procs: Procs, engines: Engines, work) -> int:
     """Run work() (the bench's body, returning its exit code): Ctrl-C or SIGTERM → 130; whatever happens, every
     process and engine started is stopped."""
@@ -838,7 +827,7 @@ def save_results(results: dict, name: str, path: Path | None = None) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    on_sigterm()
+    stop_on_sigterm()
     prepare_env()
     procs = Procs()
     engines = Engines(args)

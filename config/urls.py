@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, include, path
 from django_rq import urls as rq_urls
 
+from apps.core import sso, two_factor
 from apps.core import views as core_views
 from apps.core.csp import third_party
 
@@ -14,7 +15,10 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("metrics", core_views.metrics, name="metrics"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", sso.LoginView.as_view(), name="login"),
+    path("login/two-factor/", two_factor.verify, name="two_factor_verify"),
+    path("login/two-factor/enrol/", two_factor.enrol, name="two_factor_enrol"),
+    path("oidc/", include(sso.urlpatterns)),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/rq/", include(rq_dashboard)),
     path("admin/", admin.site.urls),

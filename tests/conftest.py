@@ -9,30 +9,17 @@ ones when unset). The people:
 
 from __future__ import annotations
 
-import time
-
 import django_rq
 import pytest
-from django.contrib.auth.models import Group, Permission, User
-from rq import SimpleWorker
+from django.contrib.auth.models import Group, Permission
+from rest_framework.test import APIClient
 
-from apps.connectors.ids import salesforce_id18
 from apps.core.roles import define_roles
 from apps.demo import firm as demo_firm
-from apps.sandbox.credentials import CALLBACK_URL_SECRETS
-from apps.sandbox.models import SandboxObject, SandboxSystem
-from apps.sync import sweeper
-from apps.sync.models import Connection, SyncRecord
+from apps.sync.models import Connection
 
-HUBSPOT_SECRET = "test-hubspot-client-secret"
-# the demo Salesforce connection's callback URL, with its secret (Salesforce does not sign its messages)
-SALESFORCE_CALLBACK = f"/api/v1/callbacks/salesforce/{CALLBACK_URL_SECRETS['salesforce']}/"
-
-
-def salesforce_id(stem: str) -> str:
-    """A valid 18-character Salesforce id (its case-safe checksum included) from a readable stem, zero-padded to
-    15 characters: salesforce_id("006SAME") == "006SAME00000000" + its 3-character suffix."""
-    return salesforce_id18(stem.ljust(15, "0"))
+from tests.builders import user
+from tests.callbacks import HUBSPOT_SECRET
 
 
 @pytest.fixture(autouse=True)
@@ -45,34 +32,34 @@ def clean_redis():
 
 
 @pytest.fixture
+def api():
+    """DRF's test client: what a vendor's callback or an API caller sends."""
+    return APIClient()
+
+
+@pytest.fixture
 def roles(db):
     define_roles(Group, Permission)
 
 
-def _user(username: str, group: str, staff: bool = False) -> User:
-    user = User.objects.create_user(username, password="pw-" + username, is_staff=staff)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
 @pytest.fixture
 def alice(roles):
-    return _user("alice", "pmo")
+    return user("alice", "pmo")
 
 
 @pytest.fixture
 def bob(roles):
-    return _user("bob", "finance_ops")
+    return user("bob", "finance_ops")
 
 
 @pytest.fixture
 def carol(roles):
-    return _user("carol", "integration_admin", staff=True)
+    return user("carol", "integration_admin", staff=True)
 
 
 @pytest.fixture
 def dave(roles):
-    return _user("dave", "viewer")
+    return user("dave", "viewer")
 
 
 @pytest.fixture
@@ -104,30 +91,3 @@ def deliverer(sandboxes, live_server):
 
     return Deliverer(handoff_url=live_server.url, sandbox_url=live_server.url, hubspot_secret=HUBSPOT_SECRET,
                      salesforce_org=demo_firm.SALESFORCE_ORG)
-
-
-def run_worker(timeout: float = 60.0) -> None:
-    """Run a real RQ worker (non-forking SimpleWorker, so it shares the test's database) until no work is due.
-    The sweeper is what wakes up retries whose backoff has passed, as in production."""
-    queues = [django_rq.get_queue(n) for n in ("high", "default", "low")]
-    worker = SimpleWorker(queues, connection=queues[0].connection)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        worker.work(burst=True)
-        busy = SyncRecord.objects.filter(status__in=["pending", "retrying", "in_progress"]).exists()
-        from apps.sync.models import InboundEvent
-
-        busy = busy or InboundEvent.objects.filter(status="received").exists()
-        if not busy:
-            return
-        time.sleep(0.05)
-        sweeper.sweep()
-    raise AssertionError("work still pending after %.0f s" % timeout)
-
-
-def sandbox_count(system: str, object_type: str) -> int:
-    return SandboxObject.objects.filter(system=system, object_type=object_type).count()
-
-
-def inject(system: str, **faults) -> None:
-    SandboxSystem.objects.filter(system=system).update(**faults)

@@ -2,7 +2,8 @@
 
 pmo / finance_ops: read the boards, queues and records, fix + resubmit + ignore + comment on + take held
 records, see personal data.
-integration_admin: all of that, plus connections, raw payloads, inbound events, runs, sandboxes.
+integration_admin: all of that, plus connections, raw payloads, inbound events, runs, sandboxes, and resetting
+someone's TOTP device.
 viewer: read-only boards and records, no personal data, no raw payloads; cannot comment or be assigned records.
 """
 
@@ -16,6 +17,8 @@ ADMIN_EXTRA += ["sla.add_slapolicy", "sla.change_slapolicy", "sla.view_slapolicy
                 "sla.add_businesscalendar", "sla.change_businesscalendar", "sla.view_businesscalendar",
                 "sla.add_holiday", "sla.change_holiday", "sla.view_holiday", "sla.delete_holiday",
                 "sla.add_entitycalendar", "sla.change_entitycalendar", "sla.view_entitycalendar"]
+# apps/core/two_factor.py: an admin resets someone's second factor by deleting their TOTP device (they enrol again)
+ADMIN_EXTRA += ["otp_totp.view_totpdevice", "otp_totp.delete_totpdevice"]
 # apps/finance: the money policies and reference data finance owns (tolerance, markup, rates, ERP dimensions)
 FINANCE_EXTRA = ["finance.change_financepolicy", "finance.add_exchangerate", "finance.change_exchangerate",
                  "finance.add_dimensionmapping", "finance.change_dimensionmapping"]

@@ -1,5 +1,6 @@
 """Settings shared by every environment; complete on its own, driven by the environment."""
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +38,8 @@ INSTALLED_APPS = [
     "django_rq",
     "django_htmx",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "apps.core",
     "apps.canonical",
     "apps.finance",
@@ -59,8 +62,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the session passed its second factor
     "apps.core.sessions.SessionLimitsMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "apps.core.two_factor.TwoFactorMiddleware",  # after the login redirect: first the password, then the code
     "apps.core.inputs.InputGuardMiddleware",  # after the login redirect: anonymous requests learn nothing
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -114,7 +119,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # django.contrib.auth.authenticate): after AXES_FAILURE_LIMIT failures for one username from one address, that
 # pair is refused for AXES_COOLOFF_TIME, even with the right password. Per pair, so nobody can lock a colleague
 # out from elsewhere. Behind a proxy, set AXES_IPWARE_PROXY_COUNT so the client's address is the one counted.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend",
+                           "apps.core.sso.RoleMappingOIDCBackend"]
 AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("AXES_COOLOFF_MINUTES", 15)))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -142,6 +148,30 @@ SECURE_CSP = {
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Single sign-on with OpenID Connect (apps/core/sso.py, mozilla-django-oidc): on when OIDC_RP_CLIENT_ID is set. The
+# provider's endpoints come from its discovery document (OIDC_OP_DISCOVERY_ENDPOINT) unless set one by one. The IdP's
+# groups claim maps to Handoff roles through HANDOFF_OIDC_ROLE_MAP (JSON, e.g. {"Finance": "finance_ops",
+# "*": "viewer"}; "*" is the role of anyone with no mapped group, and without it they are refused).
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_RP_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_RP_CLIENT_SECRET", "")
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = os.environ.get("OIDC_RP_SCOPES", "openid email profile")
+OIDC_OP_DISCOVERY_ENDPOINT = os.environ.get("OIDC_OP_DISCOVERY_ENDPOINT", "")
+OIDC_OP_ISSUER = os.environ.get("OIDC_OP_ISSUER", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_OP_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_OP_USER_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_USE_PKCE = env_bool("OIDC_USE_PKCE", True)
+OIDC_TIMEOUT = float(os.environ.get("OIDC_TIMEOUT", 10))
+OIDC_CREATE_USER = True  # someone the IdP lets in with a mapped group gets a Handoff user (no usable password)
+HANDOFF_SSO_NAME = os.environ.get("HANDOFF_SSO_NAME", "single sign-on")  # the button: "Sign in with <name>"
+HANDOFF_OIDC_GROUPS_CLAIM = os.environ.get("HANDOFF_OIDC_GROUPS_CLAIM", "groups")
+HANDOFF_OIDC_ROLE_MAP = json.loads(os.environ.get("HANDOFF_OIDC_ROLE_MAP") or "{}")
+# Two-factor (TOTP, apps/core/two_factor.py) for local logins of these roles; SSO logins are left to the IdP's MFA.
+HANDOFF_REQUIRE_TOTP_FOR = env_list("HANDOFF_REQUIRE_TOTP_FOR", "finance_ops,integration_admin")
+OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Handoff")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows a device's secret back
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:home"
 LOGOUT_REDIRECT_URL = "login"

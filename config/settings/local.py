@@ -16,3 +16,4 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+HANDOFF_REQUIRE_TOTP_FOR = []  # the demo keeps simple logins (production asks finance and admins for a code)

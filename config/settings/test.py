@@ -30,3 +30,5 @@ HANDOFF_MIN_LIVE_WORKERS = 0
 # Login throttling off for the suite: the test client's login() passes no request (django-axes refuses that) and
 # the API fuzz tests send thousands of wrong basic-auth pairs. tests/platform/test_login_security.py turns it on.
 AXES_ENABLED = False
+# No second factor for the suite (force_login has none); tests/platform/test_two_factor.py turns it on.
+HANDOFF_REQUIRE_TOTP_FOR = []

@@ -17,10 +17,10 @@ NOTE — why this script exists and how to treat it
     invoice   line = round_half_up(quantity × unit amount); total = Σ lines (never rounded again);
     reconciliation per engagement-month: see apps/reconcile/rules.py (written rules) — recomputed below.
 - It was run ONCE (`.venv/bin/python tests/golden/make_golden.py`) and its output committed as literals.
-  tests/test_golden.py only reads those literals. Do not regenerate the file to make a failing test pass: a
+  tests/finance/test_golden.py only reads those literals. Do not regenerate the file to make a failing test pass: a
   difference means the code and the written rules disagree — find out which one is wrong.
 - The data are drawn from a seeded random generator (SEED), so a re-run writes the identical file.
-- Several values are re-checked by hand in tests/test_golden.py (HAND_CHECKED), arithmetic in the comments.
+- Several values are re-checked by hand in tests/finance/test_golden.py (HAND_CHECKED), arithmetic in the comments.
 """
 
 from __future__ import annotations

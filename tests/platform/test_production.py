@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..faultkit import ROOT, database_url_of_this_test, free_port, redis_url, wait_for
+from tests.faults.kit import ROOT, database_url_of_this_test, free_port, redis_url, wait_for
 
 HOST = "handoff.example.com"
 

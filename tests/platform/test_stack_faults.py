@@ -2,7 +2,7 @@
 Supervisor), against this test's PostgreSQL database and a Valkey of its own, with the sandboxes served by the live
 server. One stack, three faults in turn — Valkey killed for 10 s, every PostgreSQL backend terminated, the worker
 SIGKILLed — and after each: the web answered throughout, the work sent meanwhile is done within a minute, nothing
-lost or duplicated (faultkit.check_outcome), and the processes reconnected instead of exiting. Runs in ~2 minutes.
+lost or duplicated (tests/faults/kit.py check_outcome), and the processes reconnected instead of exiting. Runs in ~2 minutes.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from apps.core.workers import worker_liveness
 from apps.forecast.models import ForecastRefresh
 from config.launcher import EmbeddedValkey
 
-from ..conftest import HUBSPOT_SECRET
-from ..faultkit import (ROOT, check_outcome, create_hubspot_deals, database_url_of_this_test, free_port,
-                        signed_hubspot_post, wait_for, wait_settled)
-from ..test_faults import terminate_backends  # every other connection to this test's database
+from tests.callbacks import HUBSPOT_SECRET
+from tests.faults.kit import (ROOT, check_outcome, create_hubspot_deals, database_url_of_this_test, free_port,
+                              signed_hubspot_post, terminate_backends, wait_for, wait_settled)
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 

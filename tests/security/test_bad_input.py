@@ -16,15 +16,11 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.connectors.base import exact_json
-from apps.connectors.hubspot.inbound import signature_v3
 from apps.sandbox.credentials import INBOUND_SECRETS
-from apps.sandbox.stripe import webhooks as stripe_webhooks
 from apps.sync.intake import process_inbox
 from apps.sync.models import InboundEvent, SyncRecord
 from apps.sync.workflows import invoice_payment_to_crm, quote_to_project
-from tests.conftest import HUBSPOT_SECRET
-from tests.h2_fixtures import drf_headers, signed
-from tests.test_callbacks import HUBSPOT_PATH, HUBSPOT_URI, deal_event
+from tests.callbacks import deal_event, post_hubspot, post_standard_webhook, post_stripe
 
 pytestmark = pytest.mark.django_db
 
@@ -42,22 +38,16 @@ def refused(response, status: int, words: str) -> InboundEvent:
 
 
 def post_hubspot_raw(body: bytes, ts: str):
-    sig = signature_v3(HUBSPOT_SECRET, "POST", HUBSPOT_URI, body, ts)
-    return APIClient().post(HUBSPOT_PATH, data=body, content_type="application/json",
-                            HTTP_X_HUBSPOT_SIGNATURE_V3=sig, HTTP_X_HUBSPOT_REQUEST_TIMESTAMP=ts)
+    return post_hubspot(APIClient(), body, ts=ts)
 
 
 def post_standard(system: str, body: dict | bytes, *, msg_id: str | None = None, timestamp=None):
-    raw, headers = signed(INBOUND_SECRETS[system], body, msg_id, timestamp)
-    meta = drf_headers(headers)
-    meta.pop("CONTENT_TYPE", None)
-    return APIClient().post(f"/api/v1/callbacks/{system}/", data=raw, content_type="application/json", **meta)
+    return post_standard_webhook(APIClient(), f"/api/v1/callbacks/{system}/", INBOUND_SECRETS[system], body,
+                                 msg_id=msg_id, ts=timestamp)
 
 
-def post_stripe(body: bytes, t: int | None = None):
-    header = stripe_webhooks.signature_header(INBOUND_SECRETS["stripe"], body.decode(), t)
-    return APIClient().post("/api/v1/callbacks/stripe/", data=body, content_type="application/json",
-                            HTTP_STRIPE_SIGNATURE=header)
+def post_stripe_body(body: bytes, t: int | None = None):
+    return post_stripe(APIClient(), body, t=t)
 
 
 def stripe_event(**invoice) -> dict:
@@ -102,14 +92,14 @@ def test_an_over_long_standard_webhooks_timestamp_is_a_401_not_an_overflow(conne
 def test_a_stripe_amount_of_1e400_is_a_400_naming_the_field(connections):
     body = json.dumps(stripe_event()).replace('"total": 150000', '"total": 1e400').encode()
 
-    refused(post_stripe(body), 400, "data.object.total")
+    refused(post_stripe_body(body), 400, "data.object.total")
 
 
 @pytest.mark.parametrize("amount", ["1500.5", "1e12", "-1e400", "10000000000000000"])
 def test_a_stripe_amount_that_is_not_whole_minor_units_is_refused(connections, amount):
     body = json.dumps(stripe_event()).replace('"total": 150000', f'"total": {amount}').encode()
 
-    refused(post_stripe(body), 400, "data.object.total")
+    refused(post_stripe_body(body), 400, "data.object.total")
 
 
 @pytest.mark.parametrize("system", ["kantata", "netsuite"])
@@ -232,11 +222,11 @@ def test_an_opportunity_amount_with_more_decimals_than_its_currency_is_held(firm
 def test_a_stripe_signature_dated_ahead_beyond_the_tolerance_is_refused(connections):
     body = json.dumps(stripe_event()).encode()
 
-    refused(post_stripe(body, t=int(time.time()) + 301), 401, "ahead of now")
+    refused(post_stripe_body(body, t=int(time.time()) + 301), 401, "ahead of now")
 
 
 def test_a_stripe_signature_within_the_tolerance_either_way_is_accepted(connections):
-    assert post_stripe(json.dumps(stripe_event()).encode(), t=int(time.time()) + 240).status_code == 202
+    assert post_stripe_body(json.dumps(stripe_event()).encode(), t=int(time.time()) + 240).status_code == 202
 
 
 def test_a_hubspot_signature_dated_ahead_is_refused(connections):

@@ -13,8 +13,7 @@ from django.test import Client
 
 from apps.core.inputs import LATEST_DATE, param_date, param_decimal, param_int, param_page
 from apps.sync.models import AuditEntry
-from tests.h2_fixtures import make_engagement
-from tests.test_console import make_record
+from tests.builders import held_record, linked_engagement
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +81,7 @@ def test_the_api_refuses_in_json(as_dave):
 
 
 def test_a_nul_in_a_form_field_is_a_400_and_changes_nothing(as_carol, connections):
-    record = make_record(connections)
+    record = held_record(connections)
 
     response = as_carol.post(f"/records/{record.pk}/desk/", {"action": "comment", "text": "fixed\x00it"})
 
@@ -91,7 +90,7 @@ def test_a_nul_in_a_form_field_is_a_400_and_changes_nothing(as_carol, connection
 
 
 def test_a_text_area_may_hold_line_breaks_and_be_long(as_carol, connections):
-    record = make_record(connections)
+    record = held_record(connections)
 
     response = as_carol.post(f"/records/{record.pk}/desk/",
                              {"action": "comment", "text": "line one\r\n\tline two " + "x" * 3000})
@@ -103,7 +102,7 @@ def test_a_text_area_may_hold_line_breaks_and_be_long(as_carol, connections):
 @pytest.mark.parametrize("fields", [{"action": "claim", "version": "²"}, {"action": "claim", "version": "9" * 40},
                                     {"action": "priority", "priority": "high", "reason": "x", "version": "1"}])
 def test_an_odd_number_in_a_desk_form_is_a_message_not_a_500(as_carol, connections, fields):
-    record = make_record(connections)
+    record = held_record(connections)
 
     response = as_carol.post(f"/records/{record.pk}/desk/", fields)
 
@@ -142,7 +141,7 @@ def test_the_audit_export_clamps_its_dates(as_carol):
 
 @pytest.mark.parametrize("v", ["abc", "", "-3", "1.5", "99999999999999999999999999", "²"])
 def test_a_freshness_version_that_is_not_a_number_counts_as_zero(as_dave, connections, v):
-    record = make_record(connections)
+    record = held_record(connections)
 
     response = as_dave.get(f"/records/{record.pk}/freshness/", {"v": v})
 
@@ -151,7 +150,7 @@ def test_a_freshness_version_that_is_not_a_number_counts_as_zero(as_dave, connec
 
 
 def test_a_fresh_version_is_still_fresh(as_dave, connections):
-    record = make_record(connections)
+    record = held_record(connections)
 
     response = as_dave.get(f"/records/{record.pk}/freshness/", {"v": str(record.version)})
 
@@ -189,7 +188,7 @@ def test_an_id_past_any_record_is_a_404(as_carol, pk):
 
 @pytest.mark.parametrize("amount", ["1e999999", "NaN", "Infinity", "-1e400", "9" * 100])
 def test_an_unusable_amount_filter_is_ignored(as_carol, connections, amount):
-    make_record(connections)
+    held_record(connections)
 
     response = as_carol.get("/exceptions/", {"amount_min": amount, "amount_max": amount, "team": "any"})
 
@@ -198,7 +197,7 @@ def test_an_unusable_amount_filter_is_ignored(as_carol, connections, amount):
 
 
 def test_a_repeated_parameter_uses_one_value(as_carol, connections):
-    make_record(connections)
+    held_record(connections)
 
     response = as_carol.get("/exceptions/?status=held&status=dead&sort=age&sort=zzz&team=any&page=1&page=x")
 
@@ -206,7 +205,7 @@ def test_a_repeated_parameter_uses_one_value(as_carol, connections):
 
 
 def test_an_engagement_code_that_does_not_exist_is_a_404(as_carol, connections):
-    make_engagement()
+    linked_engagement()
 
     assert as_carol.get("/engagements/..%2F..%2Fadmin/").status_code == 404
 

@@ -22,9 +22,7 @@ from apps.demo.finance_plan import amendment_fields
 from apps.demo.firm import SALESFORCE_ORG
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sync.models import InboundEvent, SyncRecord
-from tests.conftest import SALESFORCE_CALLBACK, salesforce_id
-from tests.h2_fixtures import drf_headers, signed
-from tests.test_callbacks import deal_event, post_hubspot
+from tests.callbacks import SALESFORCE_PATH, deal_event, post_hubspot, post_standard_webhook, post_stripe, salesforce_id
 
 # ------------------------------------------------------------------ the formats
 
@@ -77,7 +75,7 @@ def test_a_salesforce_notification_with_an_id_not_in_salesforce_format_is_refuse
     fields = make_opportunity(random.Random(1), "good").as_salesforce(bad_id, salesforce_id("001SB"))
     body = build_outbound_message(org_id=SALESFORCE_ORG, notifications=[("04lPATH1", fields)])
 
-    response = APIClient().post(SALESFORCE_CALLBACK, data=body, content_type="text/xml")
+    response = APIClient().post(SALESFORCE_PATH, data=body, content_type="text/xml")
 
     assert b"soapenv:Fault" in response.content
     _only_rejection(response, "Opportunity Id")
@@ -89,7 +87,7 @@ def test_a_salesforce_amendment_with_a_path_for_an_id_is_refused(connections):
     body = build_outbound_message(org_id=SALESFORCE_ORG, notifications=[("04lPATH2", fields)],
                                   sobject_type="Contract_Amendment__c")
 
-    _only_rejection(APIClient().post(SALESFORCE_CALLBACK, data=body, content_type="text/xml"),
+    _only_rejection(APIClient().post(SALESFORCE_PATH, data=body, content_type="text/xml"),
                     "Contract_Amendment__c Id")
 
 
@@ -105,10 +103,7 @@ def test_a_hubspot_event_with_an_id_that_is_not_a_number_is_refused(connections,
 
 
 def _post_signed(system: str, envelope: dict):
-    body, headers = signed(INBOUND_SECRETS[system], envelope)
-    meta = drf_headers(headers)
-    meta.pop("CONTENT_TYPE", None)
-    return APIClient().post(f"/api/v1/callbacks/{system}/", data=body, content_type="application/json", **meta)
+    return post_standard_webhook(APIClient(), f"/api/v1/callbacks/{system}/", INBOUND_SECRETS[system], envelope)
 
 
 @pytest.mark.django_db
@@ -140,16 +135,11 @@ def test_a_kantata_time_entry_on_a_workspace_that_is_not_a_number_is_refused(con
 
 @pytest.mark.django_db
 def test_a_stripe_dispute_naming_a_charge_that_is_not_a_stripe_id_is_refused(connections):
-    from apps.sandbox.stripe import webhooks as stripe_webhooks
-
     event = {"id": "evt_1PATH", "object": "event", "type": "charge.dispute.created", "created": 1795000000,
              "data": {"object": {"id": "dp_1PATH", "object": "dispute", "charge": "ch_1/../../customers/cus_1",
                                  "amount": 1000, "currency": "usd"}}}
-    body = json.dumps(event).encode()
-    header = stripe_webhooks.signature_header(INBOUND_SECRETS["stripe"], body.decode())
 
-    response = APIClient().post("/api/v1/callbacks/stripe/", data=body, content_type="application/json",
-                                HTTP_STRIPE_SIGNATURE=header)
+    response = post_stripe(APIClient(), event)
 
     _only_rejection(response, "data.object.charge")
 

@@ -25,7 +25,8 @@ from apps.sandbox.credentials import CALLBACK_URL_SECRETS
 from apps.sandbox.models import SandboxObject
 from apps.sync.callback_secrets import callback_secret_matches
 from apps.sync.models import AuditEntry, Connection, InboundEvent, SyncRecord
-from tests.conftest import SALESFORCE_CALLBACK, run_worker, salesforce_id, sandbox_count
+from tests.callbacks import SALESFORCE_PATH, salesforce_id
+from tests.worker import run_worker, sandbox_count
 
 OPP = salesforce_id("006FORGED")
 
@@ -51,7 +52,7 @@ def _post(client, path: str, body: bytes):
 @pytest.mark.parametrize("path, reason", [
     ("/api/v1/callbacks/salesforce/", "secret URL"),  # the documented URL shape without the secret
     ("/api/v1/callbacks/salesforce/not-the-secret/", "wrong secret"),
-    (SALESFORCE_CALLBACK.replace(CALLBACK_URL_SECRETS["salesforce"], CALLBACK_URL_SECRETS["salesforce"].upper()),
+    (SALESFORCE_PATH.replace(CALLBACK_URL_SECRETS["salesforce"], CALLBACK_URL_SECRETS["salesforce"].upper()),
      "wrong secret"),
 ])
 def test_an_outbound_message_without_the_url_secret_is_refused_and_stored(connections, path, reason):

@@ -23,9 +23,8 @@ from apps.connectors.hubspot.inbound import signature_v3
 from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sandbox.stripe.webhooks import signature_header
 from apps.sync.bulk import bulk_preview
-from tests.conftest import HUBSPOT_SECRET
-from tests.h2_fixtures import make_engagement
-from tests.test_console import make_record
+from tests.builders import held_record, linked_engagement
+from tests.callbacks import HUBSPOT_SECRET
 
 pytestmark = pytest.mark.django_db
 
@@ -163,9 +162,9 @@ def console_routes() -> list[str]:
 @pytest.fixture
 def fuzz_world(connections, carol):
     """Something behind every id: a held record, a previewed bulk action, an engagement; Carol logged in."""
-    record = make_record(connections)
+    record = held_record(connections)
     bulk = bulk_preview(actor=carol, action="resubmit", record_ids=[record.pk], params={})
-    engagement = make_engagement()
+    engagement = linked_engagement()
     client = Client()
     client.force_login(carol)
     return {"client": client, "pk": record.pk, "bulk": bulk.pk, "code": engagement.code}

@@ -14,12 +14,9 @@ from rest_framework.test import APIClient
 
 from apps.connectors.hubspot import inbound as hubspot_inbound
 from apps.core.logging import JsonFormatter
-from apps.sandbox.credentials import INBOUND_SECRETS
 from apps.sync import refusals
 from apps.sync.models import Connection, InboundEvent
-from tests.conftest import SALESFORCE_CALLBACK
-from tests.h2_fixtures import drf_headers, signed
-from tests.test_callbacks import deal_event, post_hubspot
+from tests.callbacks import SALESFORCE_PATH, deal_event, post_hubspot, post_kantata
 
 pytestmark = pytest.mark.django_db
 
@@ -70,9 +67,9 @@ def test_a_bad_signature_keeps_a_short_excerpt(client, connections):
 
 
 def test_a_salesforce_refusal_keeps_a_short_excerpt(client, connections):
-    """Outbound Messages are not signed: the org id they carry is not a secret (even on the secret URL)."""
+    """Outbound Messages are not signed: the org id they carry is not a secret."""
     body = b"<notifications>" + b"<x/>" * 10_000
-    response = client.post(SALESFORCE_CALLBACK, data=body, content_type="text/xml")
+    response = client.post(SALESFORCE_PATH, data=body, content_type="text/xml")  # even on the secret URL
 
     assert response.status_code == 400
     assert len(InboundEvent.objects.get().raw_body) == refusals.EXCERPT_BYTES
@@ -143,8 +140,10 @@ def test_a_throttled_salesforce_sender_gets_a_soap_fault(client, connections):
     assert b"faultstring" in response.content
 
 
-@override_settings(HANDOFF_CALLBACK_REFUSAL_LIMIT=1)
 def test_when_redis_is_down_refusals_are_stored_as_usual(client, connections, settings, caplog):
+    # one settings override only: the `settings` fixture's and an @override_settings stacked on it unwind out of
+    # order, which leaked the limit of 1 into every later test
+    settings.HANDOFF_CALLBACK_REFUSAL_LIMIT = 1
     settings.RQ_QUEUES = {**settings.RQ_QUEUES, "high": {"URL": "redis://127.0.0.1:1/0", "DEFAULT_TIMEOUT": 600}}
 
     statuses = [post_junk(client, body=b"junk").status_code for _ in range(3)]
@@ -181,9 +180,7 @@ def test_an_unexpected_error_is_a_stored_400_with_a_correlation_id(client, conne
 def test_a_database_error_is_a_stored_400_not_a_500(client, connections):
     """A Kantata message id longer than the event id column: whether the connector refuses it or the database
     does, the sender gets a 4xx and the refusal is on record."""
-    body, headers = signed(INBOUND_SECRETS["kantata"], {"type": "workspace.archived", "data": {}}, "m" * 300)
-    response = client.post("/api/v1/callbacks/kantata/", data=body, content_type="application/json",
-                           **{k: v for k, v in drf_headers(headers).items() if k != "CONTENT_TYPE"})
+    response = post_kantata(client, {"type": "workspace.archived", "data": {}}, msg_id="m" * 300)
 
     assert 400 <= response.status_code < 500, response.content
     event = InboundEvent.objects.get()
