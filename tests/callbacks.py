@@ -2,8 +2,8 @@
 
 Each sender signs the exact bytes it sends, the way that vendor does, unless the test overrides a part of it to
 see the refusal: HubSpot (signature v3 over method, URI, body and a millisecond timestamp), Salesforce (an
-Outbound Message, to the connection's secret callback URL: Salesforce does not sign it), Kantata and NetSuite (Standard Webhooks headers), Stripe
-(`Stripe-Signature: t=…,v1=…`). `assert_only_rejection` is the one check that a refused request left nothing
+Outbound Message, to the connection's secret callback URL: Salesforce does not sign it), Kantata and NetSuite
+(Standard Webhooks headers), Stripe (`Stripe-Signature: t=…,v1=…`). `assert_only_rejection` is the one check that a refused request left nothing
 behind but its rejection.
 """
 
