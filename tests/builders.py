@@ -210,7 +210,7 @@ def linked_engagement(*, contract_type="milestone", currency="USD", legal_entity
                    currency=currency, le=legal_entity, contract_type=contract_type, value=contract_value,
                    start=None, end=None, billing_schedule=billing_schedule, channel=channel, terms=terms)
     customer = e.customer
-    external_id_link(obj=e, system="kantata", object_type="workspace", external_id=workspace or f"ws-{e.pk}")
+    external_id_link(obj=e, system="kantata", object_type="workspace", external_id=workspace or workspace_id(e))
     if in_erp:
         ns_customer = SandboxObject.objects.create(system="netsuite", object_type="customer",
                                                    external_key=f"HO-{customer.key}",
@@ -329,12 +329,17 @@ def revenue(e: Engagement, period: date, amount) -> RevenueEntry:
 # ------------------------------------------------------------------ vendor payloads
 
 
+def workspace_id(e: Engagement) -> str:
+    """The engagement's Kantata workspace id (Kantata ids are numbers)."""
+    return str(700_000 + e.pk)
+
+
 def story(engagement: Engagement | None = None, *, story_id=None, amount="25000.00", currency=None, title=None,
           workspace=None, **extra) -> dict:
     """A completed Kantata milestone story, as the PSA's API returns it."""
     sid = str(story_id or 9000 + next(_seq))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    data = {"id": sid, "workspace_id": workspace or f"ws-{engagement.pk}", "title": title or f"Phase {sid} sign-off",
+    data = {"id": sid, "workspace_id": workspace or workspace_id(engagement), "title": title or f"Phase {sid} sign-off",
             "story_type": "milestone", "state": "completed", "price": amount,
             "currency": currency or (engagement.currency if engagement else "USD"), "due_date": "2026-11-30",
             "completed_at": now, "updated_at": now}

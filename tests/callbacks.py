@@ -2,8 +2,8 @@
 
 Each sender signs the exact bytes it sends, the way that vendor does, unless the test overrides a part of it to
 see the refusal: HubSpot (signature v3 over method, URI, body and a millisecond timestamp), Salesforce (an
-Outbound Message, trusted by its organisation id), Kantata and NetSuite (Standard Webhooks headers), Stripe
-(`Stripe-Signature: t=…,v1=…`). `assert_only_rejection` is the one check that a refused request left nothing
+Outbound Message, to the connection's secret callback URL: Salesforce does not sign it), Kantata and NetSuite
+(Standard Webhooks headers), Stripe (`Stripe-Signature: t=…,v1=…`). `assert_only_rejection` is the one check that a refused request left nothing
 behind but its rejection.
 """
 
@@ -19,7 +19,8 @@ from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.connectors.standard_webhooks.signature import signed_headers
 from apps.demo.deals import make_opportunity
 from apps.demo.firm import SALESFORCE_ORG
-from apps.sandbox.credentials import INBOUND_SECRETS
+from apps.connectors.ids import salesforce_id18
+from apps.sandbox.credentials import CALLBACK_URL_SECRETS, INBOUND_SECRETS
 from apps.sandbox.stripe import webhooks as stripe_webhooks
 from apps.sync.intake import process_inbox
 from apps.sync.models import InboundEvent, SyncRecord
@@ -27,7 +28,8 @@ from apps.sync.models import InboundEvent, SyncRecord
 HUBSPOT_SECRET = "test-hubspot-client-secret"  # what the `connections` fixtures give the HubSpot connection
 HUBSPOT_PATH = "/api/v1/callbacks/hubspot/"
 HUBSPOT_URI = "http://testserver" + HUBSPOT_PATH
-SALESFORCE_PATH = "/api/v1/callbacks/salesforce/"
+# Salesforce does not sign its messages: the demo connection's callback URL carries its secret
+SALESFORCE_PATH = f"/api/v1/callbacks/salesforce/{CALLBACK_URL_SECRETS['salesforce']}/"
 KANTATA_PATH = "/api/v1/callbacks/kantata/"
 NETSUITE_PATH = "/api/v1/callbacks/netsuite/"
 STRIPE_PATH = "/api/v1/callbacks/stripe/"
@@ -71,10 +73,19 @@ def post_hubspot(client, body, *, secret=HUBSPOT_SECRET, ts=None, sig=None, cont
 # ------------------------------------------------------------------ Salesforce (Outbound Messages)
 
 
-def opportunity_fields(seed=1, opp_id="006SB0000000000001", **overrides) -> dict:
+def salesforce_id(stem: str) -> str:
+    """A valid 18-character Salesforce id (its case-safe checksum included) from a readable stem, zero-padded to
+    15 characters: salesforce_id("006SAME") == "006SAME00000000" + its 3-character suffix."""
+    return salesforce_id18(stem.ljust(15, "0"))
+
+
+OPP_ID = salesforce_id("006SB0000000001")
+
+
+def opportunity_fields(seed=1, opp_id=OPP_ID, **overrides) -> dict:
     """A won opportunity's fields as an Outbound Message carries them."""
     opp = make_opportunity(random.Random(seed), "good")
-    fields = opp.as_salesforce(opp_id, "001SB0000000000001")
+    fields = opp.as_salesforce(opp_id, salesforce_id("001SB0000000001"))
     fields.update(overrides)
     return fields
 

@@ -10,6 +10,8 @@ app_name = "api"
 # The API authenticates itself (DRF: session or basic auth; callbacks: the sender's signature)
 urlpatterns = [
     path("callbacks/<str:connection>/", login_not_required(views.CallbackView.as_view()), name="callback"),
+    path("callbacks/<str:connection>/<str:secret>/", login_not_required(views.SecretCallbackView.as_view()),
+         name="callback_secret_url"),
     path("records/", login_not_required(views.RecordList.as_view()), name="records"),
     path("records/<int:pk>/", login_not_required(views.RecordDetail.as_view()), name="record"),
     path("events/", login_not_required(views.EventList.as_view()), name="events"),

@@ -44,12 +44,15 @@ class CallbackErrorSerializer(serializers.Serializer):
 
 # what each refusal means (JSON {"error": …}; Salesforce: a SOAP fault with the same reason, text/xml)
 CALLBACK_REFUSALS = {
-    400: "Malformed body (JSON/XML, invalid UTF-8), not an event the system sends, or a field the workflow needs "
-         "missing or malformed",
-    401: "Missing, bad or stale signature (HubSpot X-HubSpot-Signature-v3; Kantata and NetSuite webhook-signature; "
-         "Stripe Stripe-Signature), no signing secret configured on the connection, or wrong org id (Salesforce)",
+    400: "Malformed body (JSON/XML, invalid UTF-8, NaN/Infinity, a key twice in one object), not an event the "
+         "system sends, an id not in its system's format, an event id over 200 characters, or a field the workflow "
+         "needs missing or malformed",
+    401: "Missing, bad or stale signature, or one dated more than the tolerance ahead (HubSpot "
+         "X-HubSpot-Signature-v3; Kantata and NetSuite webhook-signature; Stripe Stripe-Signature), no signing "
+         "secret configured on the connection; Salesforce: a missing or wrong secret in the callback URL, or a wrong "
+         "org id",
     403: "The connection is disabled",
-    404: "Unknown connection, or one that receives no callbacks (Anaplan)",
+    404: "Unknown connection, one that receives no callbacks (Anaplan), or a secret URL for a signed system",
     413: "Body over HANDOFF_MAX_CALLBACK_BYTES",
     415: "Wrong content type (HubSpot, Kantata, NetSuite, Stripe: application/json; Salesforce: text/xml)",
     429: "Too many refused callbacks from this address (HANDOFF_CALLBACK_REFUSAL_LIMIT per window): refused, and "
@@ -74,11 +77,11 @@ SALESFORCE_OUTBOUND_EXAMPLE = (
     ' xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
     '<soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
     "<OrganizationId>00D5g000004SbxQEAS</OrganizationId><ActionId>04k000000000001</ActionId>"
-    '<SessionId xsi:nil="true"/><Notification><Id>04l5g00000ABCDEAA2</Id>'
+    '<SessionId xsi:nil="true"/><Notification><Id>04l5g00000ABCDEAA5</Id>'
     '<sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">'
-    "<sf:Id>0065g00000ABCDEAA2</sf:Id><sf:Name>Northwind Traders - Data platform</sf:Name>"
+    "<sf:Id>0065g00000ABCDEAA5</sf:Id><sf:Name>Northwind Traders - Data platform</sf:Name>"
     "<sf:StageName>Closed Won</sf:StageName><sf:IsWon>true</sf:IsWon><sf:Amount>120000.00</sf:Amount>"
-    "<sf:CurrencyIsoCode>USD</sf:CurrencyIsoCode><sf:AccountId>0015g00000ABCDEAA2</sf:AccountId>"
+    "<sf:CurrencyIsoCode>USD</sf:CurrencyIsoCode><sf:AccountId>0015g00000ABCDEAA5</sf:AccountId>"
     "<sf:Account_Name__c>Northwind Traders</sf:Account_Name__c><sf:Legal_Entity__c>US01</sf:Legal_Entity__c>"
     "<sf:Billing_Terms__c>NET30</sf:Billing_Terms__c></sObject></Notification></notifications>"
     "</soapenv:Body></soapenv:Envelope>")
@@ -108,14 +111,53 @@ class CallbackAcceptedSerializer(serializers.Serializer):
     ignored = serializers.IntegerField(help_text="Verified events no workflow acts on (recorded)")
 
 
+CALLBACK_SCHEMA = dict(
+    # JSON: HubSpot sends an array of events; Kantata, NetSuite and Stripe one event object per request
+    request={"application/json": {"oneOf": [build_array_type(build_basic_type(OpenApiTypes.OBJECT)),
+                                            build_basic_type(OpenApiTypes.OBJECT)]},
+             "text/xml": OpenApiTypes.STR},
+    parameters=[OpenApiParameter(name, str, OpenApiParameter.HEADER, required=False, description=text)
+                for name, text in CALLBACK_HEADERS],
+    responses={
+        # HubSpot is answered in JSON; Salesforce in SOAP (the Ack, or a SOAP fault naming the reason)
+        (200, "application/json"): OpenApiResponse(
+            CallbackAcceptedSerializer, description="All events already known or ignored (HubSpot, Kantata, "
+            "NetSuite, Stripe); the SOAP Ack for every Outbound Message taken in, new, redelivered or ignored "
+            "(Salesforce, text/xml)"),
+        (200, "text/xml"): OpenApiResponse(OpenApiTypes.STR, examples=[OpenApiExample(
+            "Salesforce Ack", response_only=True, media_type="text/xml", status_codes=[200],
+            value=SALESFORCE_ACK_EXAMPLE)]),
+        (202, "application/json"): OpenApiResponse(
+            CallbackAcceptedSerializer, description="New events stored (HubSpot, Kantata, NetSuite, Stripe)"),
+        **{(code, media): OpenApiResponse(
+            CallbackErrorSerializer if media == "application/json" else OpenApiTypes.STR, description=text)
+           for code, text in CALLBACK_REFUSALS.items() for media in ("application/json", "text/xml")},
+        (404, "text/html"): OpenApiResponse(
+            OpenApiTypes.STR, description="The path matches no route (e.g. a connection name with a slash)"),
+    },
+    examples=[
+        OpenApiExample("HubSpot deal closed-won", request_only=True, media_type="application/json", value=[{
+            "eventId": 1001, "subscriptionId": 7, "portalId": 62515, "appId": 1, "occurredAt": 1763900000000,
+            "subscriptionType": "deal.propertyChange", "attemptNumber": 0, "objectId": 123,
+            "propertyName": "dealstage", "propertyValue": "closedwon", "changeSource": "CRM"}]),
+        OpenApiExample("Salesforce Outbound Message, opportunity closed-won", request_only=True,
+                       media_type="text/xml", value=SALESFORCE_OUTBOUND_EXAMPLE),
+    ],
+    tags=["callbacks"],
+)
+
+
 class CallbackView(APIView):
     """Receives a source system's native callback for one connection, verified the way that system signs it.
 
     HubSpot (webhooks v3): a JSON array of events signed with `X-HubSpot-Signature-v3` and
     `X-HubSpot-Request-Timestamp` (milliseconds; refused when older than 5 minutes).
 
-    Salesforce (Outbound Messages): a SOAP `notifications` envelope (`text/xml`) whose `OrganizationId` must be
-    the connection's org; answered with the SOAP `Ack` (also for redeliveries), or a SOAP fault with a 4xx.
+    Salesforce (Outbound Messages, which are not signed): sent to the connection's secret URL
+    `/api/v1/callbacks/<connection>/<secret>/` (this URL without the secret is refused with 401); a SOAP
+    `notifications` envelope (`text/xml`) whose `OrganizationId` must be the connection's org; answered with the
+    SOAP `Ack` (also for redeliveries), or a SOAP fault with a 4xx. A notification is only a trigger: the
+    workflow reads the record through Salesforce's REST API.
 
     Kantata (PSA: approved time and expenses, completed milestones) and NetSuite (ERP: invoices and customer
     payments): one JSON event per request, `{"type": …, "timestamp": …, "data": {…}}`, signed per the
@@ -141,61 +183,49 @@ class CallbackView(APIView):
     permission_classes = [AllowAny]
     parser_classes = [RawParser]
 
-    @extend_schema(
-        operation_id="callback_receive",
-        # JSON: HubSpot sends an array of events; Kantata, NetSuite and Stripe one event object per request
-        request={"application/json": {"oneOf": [build_array_type(build_basic_type(OpenApiTypes.OBJECT)),
-                                                build_basic_type(OpenApiTypes.OBJECT)]},
-                 "text/xml": OpenApiTypes.STR},
-        parameters=[OpenApiParameter(name, str, OpenApiParameter.HEADER, required=False, description=text)
-                    for name, text in CALLBACK_HEADERS],
-        responses={
-            # HubSpot is answered in JSON; Salesforce in SOAP (the Ack, or a SOAP fault naming the reason)
-            (200, "application/json"): OpenApiResponse(
-                CallbackAcceptedSerializer, description="All events already known or ignored (HubSpot, Kantata, "
-                "NetSuite, Stripe); the SOAP Ack for every Outbound Message taken in, new, redelivered or ignored "
-                "(Salesforce, text/xml)"),
-            (200, "text/xml"): OpenApiResponse(OpenApiTypes.STR, examples=[OpenApiExample(
-                "Salesforce Ack", response_only=True, media_type="text/xml", status_codes=[200],
-                value=SALESFORCE_ACK_EXAMPLE)]),
-            (202, "application/json"): OpenApiResponse(
-                CallbackAcceptedSerializer, description="New events stored (HubSpot, Kantata, NetSuite, Stripe)"),
-            **{(code, media): OpenApiResponse(
-                CallbackErrorSerializer if media == "application/json" else OpenApiTypes.STR, description=text)
-               for code, text in CALLBACK_REFUSALS.items() for media in ("application/json", "text/xml")},
-            (404, "text/html"): OpenApiResponse(
-                OpenApiTypes.STR, description="The path matches no route (e.g. a connection name with a slash)"),
-        },
-        examples=[
-            OpenApiExample("HubSpot deal closed-won", request_only=True, media_type="application/json", value=[{
-                "eventId": 1001, "subscriptionId": 7, "portalId": 62515, "appId": 1, "occurredAt": 1763900000000,
-                "subscriptionType": "deal.propertyChange", "attemptNumber": 0, "objectId": 123,
-                "propertyName": "dealstage", "propertyValue": "closedwon", "changeSource": "CRM"}]),
-            OpenApiExample("Salesforce Outbound Message, opportunity closed-won", request_only=True,
-                           media_type="text/xml", value=SALESFORCE_OUTBOUND_EXAMPLE),
-        ],
-        tags=["callbacks"],
-    )
+    @extend_schema(operation_id="callback_receive", **CALLBACK_SCHEMA)
     def post(self, request, connection: str):
-        from django.conf import settings
+        return _callback(request, connection)
 
-        raw = request._request
-        length = int(raw.META.get("CONTENT_LENGTH") or 0)
-        if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
-            # refused unread: keep the start for the admin, do not read the rest into memory
-            body = raw.read(refusals.EXCERPT_BYTES)
-        else:
-            body = raw.body
-        uris = [raw.build_absolute_uri(), settings.HANDOFF_PUBLIC_URL.rstrip("/") + raw.get_full_path()]
-        # the sender's address as the login throttle finds it (REMOTE_ADDR, or the proxies' header when
-        # configured): refused callbacks are limited per address (apps/sync/refusals.py)
-        source = get_client_ip_address(raw) or raw.META.get("REMOTE_ADDR", "")
-        reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers,
-                               source=source, size=max(length, len(body)))
-        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
-        for name, value in reply.headers.items():
-            response[name] = value
-        return response
+
+SLUG = r"^[-A-Za-z0-9_]+$"  # a slug and a URL secret (secrets.token_urlsafe) are URL-safe characters only
+
+
+class SecretCallbackView(CallbackView):
+    """The callback URL of a connection whose system does not sign its callbacks (Salesforce Outbound Messages):
+    `/api/v1/callbacks/<connection>/<secret>/`, with the connection's secret (Console → Connections, rotate). A
+    missing or wrong secret is refused with 401 and stored; a signed system's connection has no such URL (404)."""
+
+    @extend_schema(operation_id="callback_receive_secret_url", **{**CALLBACK_SCHEMA, "parameters": [
+        OpenApiParameter("connection", {"type": "string", "pattern": SLUG}, OpenApiParameter.PATH,
+                         description="The connection's slug"),
+        OpenApiParameter("secret", {"type": "string", "pattern": SLUG}, OpenApiParameter.PATH,
+                         description="The connection's callback secret (systems that do not sign: Salesforce)"),
+        *CALLBACK_SCHEMA["parameters"]]})
+    def post(self, request, connection: str, secret: str):
+        return _callback(request, connection, secret)
+
+
+def _callback(request, connection: str, secret: str | None = None) -> HttpResponse:
+    from django.conf import settings
+
+    raw = request._request
+    length = int(raw.META.get("CONTENT_LENGTH") or 0)
+    if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
+        # refused unread: keep the start for the admin, do not read the rest into memory
+        body = raw.read(refusals.EXCERPT_BYTES)
+    else:
+        body = raw.body
+    uris = [raw.build_absolute_uri(), settings.HANDOFF_PUBLIC_URL.rstrip("/") + raw.get_full_path()]
+    # the sender's address as the login throttle finds it (REMOTE_ADDR, or the proxies' header when
+    # configured): refused callbacks are limited per address (apps/sync/refusals.py)
+    source = get_client_ip_address(raw) or raw.META.get("REMOTE_ADDR", "")
+    reply = intake.receive(slug=connection, method=raw.method, uris=uris, body=body, headers=raw.headers,
+                           source=source, size=max(length, len(body)), url_secret=secret)
+    response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+    for name, value in reply.headers.items():
+        response[name] = value
+    return response
 
 
 class RecordSerializer(serializers.ModelSerializer):

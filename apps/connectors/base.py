@@ -12,7 +12,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -81,6 +83,20 @@ def parse_retry_after(value: str | None) -> float | None:
             return None
 
 
+def segment(value) -> str:
+    """One URL path segment, percent-encoded (`/` included), so an id from a callback such as `../Account/001…`
+    stays one segment and cannot walk to another resource. `.` and `..` are encoded too: HTTP clients resolve
+    them as dot-segments."""
+    text = str(value)
+    return text.replace(".", "%2E") if text in (".", "..") else quote(text, safe="")
+
+
+def path(prefix: str, *segments) -> str:
+    """A URL path: the connector's fixed `prefix`, then each segment encoded on its own (`segment`):
+    `path("/services/data", API_VERSION, "sobjects", "Account", account_id)`."""
+    return "/".join([prefix.rstrip("/"), *(segment(s) for s in segments)])
+
+
 class BaseClient:
     """A REST client for one connection. Subclasses set `system` and say how the vendor reports errors."""
 
@@ -136,6 +152,31 @@ class BaseClient:
             permanent=not transient, system=self.system, status=resp.status_code, field=field, code=code,
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
         )
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(f"the key {key[:60]!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def exact_json(text: str):
+    """JSON as the text says it, or ValueError: numbers with a fraction or exponent are Decimal (money never goes
+    through float, and `1e400` is not infinity), integers stay exact ints, the non-JSON constants NaN / Infinity
+    (which Python's json accepts) are refused, and so is an object with the same key twice (the last value would
+    silently win)."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_no_constant, object_pairs_hook=_no_duplicate_keys)
 
 
 def safe_json(response: requests.Response) -> Any:

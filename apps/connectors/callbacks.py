@@ -8,8 +8,10 @@ checked once, by the intake, before any of them runs.
 
 from __future__ import annotations
 
-import json
+import time
 from dataclasses import dataclass, field
+
+from apps.connectors.base import exact_json
 
 
 class Rejected(Exception):
@@ -51,6 +53,29 @@ def json_body(body: bytes, headers, what: str):
     except UnicodeDecodeError:
         raise Rejected(400, "the body is not valid UTF-8")
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        return exact_json(text)
+    except (ValueError, RecursionError) as exc:  # DuplicateKey, NaN/Infinity and int-digit limits are ValueErrors
         raise Rejected(400, f"malformed JSON: {str(exc)[:200]}")
+
+
+def signed_at(value: str, *, name: str, per_second: int, max_age: int, who: str) -> None:
+    """Refuse (401) a signature's timestamp that is not a whole number (of seconds, or of 1/`per_second`) or is
+    more than `max_age` seconds away from now, in either direction: one dated ahead is replayable later. Digits
+    only, and at most 16 of them: a longer number is no time a sender signs at, and would overflow the float
+    arithmetic of the comparison (a 500 instead of a refusal)."""
+    text = (value or "").strip()
+    unit = "seconds" if per_second == 1 else "milliseconds"
+    if not (text.isascii() and text.isdigit() and len(text) <= 16):
+        raise Rejected(401, f"{who}{name} is not a number of {unit}")
+    offset = int(text) / per_second - time.time()
+    if abs(offset) > max_age:
+        when = f"{int(-offset)} s ago" if offset < 0 else f"{int(offset)} s ahead of now"
+        raise Rejected(401, f"{who}stale timestamp: the request was signed {when} (limit {max_age} s either way)")
+
+
+def checked_id(check, value, field: str, who: str) -> str:
+    """`value` in its system's id format (apps/connectors/ids.py), or Rejected(400) naming the field."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise Rejected(400, f"{who}: {field} {str(value)[:40]!r} {exc}")

@@ -19,10 +19,12 @@ from django.contrib.auth.decorators import permission_required
 from django.db import transaction
 from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from apps.sync import sweeper, wakeup
+from apps.sync.callback_secrets import PATH_SECRET_KINDS, callback_secret_rotate
 from apps.sync.models import AuditEntry, Connection
 from apps.sync.wakeup import QUEUE_PRIORITIES
 
@@ -217,7 +219,8 @@ def connections_context(request, *, bound: dict | None = None, new_secret: dict 
         r["bound"] = (bound or {}).get(c.pk, {})
         r["pause_form"] = r["bound"].get("pause") or PauseForm(prefix=f"c{c.pk}")
     return {"rows": rows, "can_change": request.user.has_perm("sync.change_connection"),
-            "connection_panels": settings.HANDOFF_CONNECTION_PANELS, "new_secret": new_secret}
+            "connection_panels": settings.HANDOFF_CONNECTION_PANELS, "new_secret": new_secret,
+            "callback_secret_grace_hours": settings.HANDOFF_CALLBACK_SECRET_GRACE_HOURS}
 
 
 @require_safe
@@ -283,6 +286,8 @@ def connection_rotate_secret(request, pk: int):
     """A new HubSpot client secret, shown once on this response and never again (the page does not show stored
     secrets). The audit trail records that it was rotated, not the secret."""
     connection = get_object_or_404(Connection, pk=pk)
+    if connection.kind in PATH_SECRET_KINDS:
+        return _rotate_callback_url_secret(request, pk)
     if connection.kind not in ROTATABLE_SECRETS:
         return HttpResponseBadRequest("Only a HubSpot, Kantata or NetSuite connection has an inbound secret Handoff "
                                       "issues (Stripe's webhook secret is issued by Stripe: paste it in the admin).")
@@ -295,6 +300,30 @@ def connection_rotate_secret(request, pk: int):
         _audit_connection(request, c, "rotate_secret", {"inbound_secret": "set" if had else "not set"},
                           {"inbound_secret": "rotated"}, request.POST.get("reason", "").strip()[:300])
     context = connections_context(request, new_secret={"connection": c, "secret": secret})
+    response = render(request, "console/boards/connections.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _rotate_callback_url_secret(request, pk: int):
+    """A new secret in the callback URL of a system that does not sign its callbacks (Salesforce): the full URL is
+    shown once, for the Outbound Messages' Endpoint URL; the previous URL keeps working for the grace period, so
+    messages queued in Salesforce are not refused while the admin changes it. Audited without the secret."""
+    with transaction.atomic():
+        c = Connection.objects.select_for_update().get(pk=pk)
+        had = bool(c.callback_secret_hash)
+        secret = callback_secret_rotate(c)
+        c.save(update_fields=["callback_secret_hash", "callback_secret_previous_hash",
+                              "callback_secret_previous_until", "updated_at"])
+        until = c.callback_secret_previous_until if had else None
+        _audit_connection(request, c, "rotate_callback_url_secret",
+                          {"callback_url_secret": "set" if had else "not set"},
+                          {"callback_url_secret": "rotated",
+                           "previous_accepted_until": until.isoformat() if until else None},
+                          request.POST.get("reason", "").strip()[:300])
+    url = settings.HANDOFF_PUBLIC_URL.rstrip("/") + reverse("api:callback_secret_url", args=[c.slug, secret])
+    context = connections_context(request, new_secret={"connection": c, "secret": secret, "url": url,
+                                                       "previous_until": until})
     response = render(request, "console/boards/connections.html", context)
     response["Cache-Control"] = "no-store"
     return response

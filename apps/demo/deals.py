@@ -17,7 +17,8 @@ import requests
 
 from apps.connectors.hubspot.inbound import signature_v3
 from apps.connectors.salesforce.inbound import build_outbound_message
-from apps.sandbox.credentials import DEFAULT_TOKENS
+from apps.connectors.ids import salesforce_id18
+from apps.sandbox.credentials import CALLBACK_URL_SECRETS, DEFAULT_TOKENS
 
 ADJ = ["Northern", "Blue", "Summit", "Harbor", "Granite", "Silver", "Cedar", "Atlas", "Vertex", "Lumen", "Polar",
        "Crescent", "Evergreen", "Iron", "Beacon", "Orbit", "Maple", "Quantum", "Coastal", "Prairie"]
@@ -75,12 +76,12 @@ class Opportunity:
 
 def salesforce_account_id(account: str) -> str:
     """A stable 18-character Account id per account name (the same in every process and run)."""
-    return f"001SB{int(hashlib.sha256(account.encode()).hexdigest(), 16) % 10**13:013d}"
+    return salesforce_id18(f"001SB{int(hashlib.sha256(account.encode()).hexdigest(), 16) % 10**10:010d}")
 
 
 def account_fields(account_id: str, opp: Opportunity) -> dict:
     """The Account as the Salesforce sandbox stores it (POST /sobjects/Account: its fields, Id included)."""
-    return {"Id": account_id, "Name": opp.account, "BillingCountry": opp.country}
+    return {"Id": account_id, "Name": opp.account, "Tax_Id__c": opp.tax_id, "BillingCountryCode": opp.country}
 
 
 def make_opportunity(rng: random.Random, scenario: str = "good") -> Opportunity:
@@ -112,11 +113,13 @@ class Deliverer:
     """Creates the opportunity in a sandbox CRM and delivers its closed-won event to Handoff."""
 
     def __init__(self, *, handoff_url: str, sandbox_url: str, hubspot_slug="hubspot", hubspot_secret="",
-                 salesforce_slug="salesforce", salesforce_org="", tokens: dict | None = None):
+                 salesforce_slug="salesforce", salesforce_org="", tokens: dict | None = None,
+                 salesforce_url_secret: str = CALLBACK_URL_SECRETS["salesforce"]):
         self.handoff_url = handoff_url.rstrip("/")
         self.sandbox_url = sandbox_url.rstrip("/")
         self.hubspot_slug, self.hubspot_secret = hubspot_slug, hubspot_secret
         self.salesforce_slug, self.salesforce_org = salesforce_slug, salesforce_org
+        self.salesforce_url = f"{self.handoff_url}/api/v1/callbacks/{salesforce_slug}/{salesforce_url_secret}/"
         self.tokens = tokens or DEFAULT_TOKENS
         self.http = requests.Session()
         self.event_seq = int(time.time() * 1000) * 1000 + random.randrange(1000)
@@ -158,12 +161,25 @@ class Deliverer:
         """The opportunity and its account in the Salesforce sandbox (the account once per account name, as one
         Salesforce account holds many opportunities; the invoice write-back updates both)."""
         self.event_seq += 1
-        opp_id = f"006SB{self.event_seq % 10**13:013d}"
+        opp_id = salesforce_id18(f"006SB{self.event_seq % 10**10:010d}")
         account_id = salesforce_account_id(opp.account)
         self.ensure_salesforce_account(account_id, opp)
         fields = opp.as_salesforce(opp_id, account_id)
-        self._sandbox("salesforce", "POST", "/services/data/v62.0/sobjects/Opportunity", fields)
+        self.store_salesforce("Opportunity", fields)
         return opp_id, fields
+
+    def store_salesforce(self, sobject_type: str, fields: dict) -> None:
+        """Create the record in the Salesforce sandbox, or update it when it has that Id already: what Handoff
+        reads through the REST API once it is notified."""
+        path = f"/services/data/v62.0/sobjects/{sobject_type}"
+        r = self.http.get(f"{self.sandbox_url}/sandbox/salesforce{path}/{fields['Id']}", timeout=10,
+                          headers={"Authorization": f"Bearer {self.tokens['salesforce']}"})
+        if r.status_code == 200:
+            self.http.patch(f"{self.sandbox_url}/sandbox/salesforce{path}/{fields['Id']}", timeout=10,
+                            json={k: v for k, v in fields.items() if k != "Id"},
+                            headers={"Authorization": f"Bearer {self.tokens['salesforce']}"}).raise_for_status()
+        else:
+            self._sandbox("salesforce", "POST", path, fields)
 
     def ensure_salesforce_account(self, account_id: str, opp: Opportunity) -> None:
         path = f"{self.sandbox_url}/sandbox/salesforce/services/data/v62.0/sobjects/Account"
@@ -175,11 +191,13 @@ class Deliverer:
                                                   timeout=10).status_code != 200:
             r.raise_for_status()  # not a concurrent creation of the same account: a real failure
 
-    def send_salesforce(self, notifications: list[tuple[str, dict]]) -> requests.Response:
-        url = f"{self.handoff_url}/api/v1/callbacks/{self.salesforce_slug}/"
-        body = build_outbound_message(org_id=self.salesforce_org, notifications=notifications)
-        return self.http.post(url, data=body, timeout=10, headers={"Content-Type": "text/xml; charset=utf-8",
-                                                                   "SOAPAction": '""'})
+    def send_salesforce(self, notifications: list[tuple[str, dict]],
+                        sobject_type: str = "Opportunity") -> requests.Response:
+        """The Outbound Message, to the connection's secret callback URL."""
+        body = build_outbound_message(org_id=self.salesforce_org, notifications=notifications,
+                                      sobject_type=sobject_type)
+        return self.http.post(self.salesforce_url, data=body, timeout=10,
+                              headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
 
     def deliver(self, opp: Opportunity, *, via: str = "hubspot", times: int = 1) -> list[requests.Response]:
         """Create the opportunity in the sandbox CRM and deliver its event `times` times (redeliveries)."""

@@ -11,7 +11,6 @@ from datetime import date, datetime, timezone as dt_tz
 from decimal import Decimal
 from typing import Callable
 
-from apps.connectors.salesforce.inbound import build_outbound_message
 from apps.sync.models import InboundEvent, SyncRecord
 
 from .book_reference import EXPENSE_CODE as BOOK_EXPENSE_CODE, SERVICE_CODES
@@ -117,7 +116,3 @@ def amendment_fields(amendment_id: str, opportunity_id: str, *, amended_amount: 
             "Billing_Schedule__c": amended_billing_schedule,
             "SystemModstamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
 
-
-def amendment_message(org_id: str, *fields: dict) -> bytes:
-    return build_outbound_message(org_id=org_id, sobject_type="Contract_Amendment__c",
-                                  notifications=[(f"04l{f['Id'][3:]}", f) for f in fields])

@@ -40,6 +40,7 @@ from typing import Callable
 import requests
 from django.utils import timezone
 
+from apps.connectors.ids import salesforce_id18
 from apps.sandbox.credentials import DEFAULT_TOKENS
 from apps.sandbox.kantata import time_entries as psa
 from apps.sandbox.models import SandboxObject
@@ -49,7 +50,7 @@ from apps.sandbox.stripe import webhooks as stripe_webhooks
 from .book_reference import setup_finance_reference
 from .deals import ENTITIES, Deliverer, make_opportunity
 from .finance_plan import (CAP, EXPENSE_CODE, PLAN, ROLES, TIME_CODE, UNKNOWN_ROLE, UNKNOWN_WORKSPACE, UNMAPPED_CODE,
-                           Sent, Target, amendment_event, amendment_fields, amendment_message)
+                           Sent, Target, amendment_event, amendment_fields)
 
 class FinanceTraffic:
     """The delivery-to-cash traffic of one demo run (see the module's docstring): `burst()`, then `tick()`s."""
@@ -156,12 +157,11 @@ class FinanceTraffic:
             status = self.d.send_hubspot([amendment_event(self.d.event_seq, t.opportunity_id)]).status_code
             key = f"amendment:deal-{t.opportunity_id}"
         else:
-            amendment = f"a0ASB{int(amendment[4:]) % 10**13:013d}"
+            amendment = salesforce_id18(f"a0ASB{int(amendment[4:]) % 10**10:010d}")
             fields = amendment_fields(amendment, t.opportunity_id, **values)
-            body = amendment_message(self.d.salesforce_org, fields)
-            status = self.http.post(f"{self.handoff_url}/api/v1/callbacks/{self.d.salesforce_slug}/", data=body,
-                                    timeout=10, headers={"Content-Type": "text/xml; charset=utf-8",
-                                                         "SOAPAction": '""'}).status_code
+            self.d.store_salesforce("Contract_Amendment__c", fields)  # what Handoff reads once notified
+            status = self.d.send_salesforce([(f"04l{amendment[3:]}", fields)],
+                                            sobject_type="Contract_Amendment__c").status_code
             key = f"amendment:{amendment}"
         self.say(f"finance: change order {amendment} on {t.code} ({t.key}) via {t.crm} → {status}")
         return key

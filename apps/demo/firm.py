@@ -11,8 +11,9 @@ from django.contrib.auth.models import Group, User
 
 from apps.canonical.models import Customer, LegalEntity, PaymentTerms
 from apps.canonical.services import external_id_link
-from apps.sandbox.credentials import DEFAULT_TOKENS, INBOUND_SECRETS
+from apps.sandbox.credentials import CALLBACK_URL_SECRETS, DEFAULT_TOKENS, INBOUND_SECRETS
 from apps.sandbox.models import SandboxSystem
+from apps.sync.callback_secrets import callback_secret_digest
 from apps.sync.models import Connection
 
 SALESFORCE_ORG = "00D5g000004SbxQEAS"
@@ -59,11 +60,15 @@ def setup_connections(sandbox_url: str, hubspot_secret: str | None = None) -> di
             credentials={"access_token": DEFAULT_TOKENS[kind]},
             inbound_secret=INBOUND_SECRETS.get(kind) or (
                 (hubspot_secret or secrets.token_urlsafe(24)) if kind == "hubspot" else secrets.token_urlsafe(24)),
-            organization_id=SALESFORCE_ORG if kind == "salesforce" else ""))
+            organization_id=SALESFORCE_ORG if kind == "salesforce" else "",
+            callback_secret_hash=callback_secret_digest(CALLBACK_URL_SECRETS[kind]) if kind in CALLBACK_URL_SECRETS
+            else ""))
         if not created:
             conn.base_url = f"{base}/{kind}"
             if hubspot_secret and kind == "hubspot":
                 conn.inbound_secret = hubspot_secret
+            if kind in CALLBACK_URL_SECRETS and not conn.callback_secret_hash:
+                conn.callback_secret_hash = callback_secret_digest(CALLBACK_URL_SECRETS[kind])
             conn.save()
         SandboxSystem.objects.get_or_create(system=kind, defaults={"token": DEFAULT_TOKENS[kind]})
         out[slug] = conn

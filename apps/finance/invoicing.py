@@ -179,7 +179,9 @@ def utc_text(dt: datetime) -> str:
 
 
 def parse_time(value) -> datetime | None:
-    """ISO-8601 text (with Z or an offset) or Unix seconds → an aware datetime; None when absent or invalid."""
+    """ISO-8601 text (with Z or an offset) or Unix seconds → an aware datetime in UTC; None when absent or invalid,
+    including a time that exists only in its own offset (`0001-01-01T00:00:00+05:00` is before year 1 in UTC,
+    which a datetime cannot hold: converting it later would raise instead of refusing it here)."""
     if value in (None, ""):
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -189,9 +191,9 @@ def parse_time(value) -> datetime | None:
             return None
     try:
         dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-    except ValueError:
+        return (dt if dt.tzinfo else dt.replace(tzinfo=dt_tz.utc)).astimezone(dt_tz.utc)
+    except (ValueError, OverflowError):
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=dt_tz.utc)
 
 
 def state_version(status: str, at: datetime) -> str:

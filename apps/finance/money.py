@@ -61,6 +61,20 @@ def to_decimal_or_none(value) -> Decimal | None:
         return None
 
 
+def amount_problem(value, currency: str, *, may_be_negative: bool = True) -> str:
+    """Why `value` is not an amount in `currency`, in words ("" when it is): not a finite number, more decimals
+    than the currency's minor unit (storing it would round it silently), or negative where it cannot be."""
+    d = to_decimal_or_none(value)
+    if d is None:
+        return "is not a number"
+    if -d.normalize().as_tuple().exponent > exponent(currency):
+        places = exponent(currency)
+        return f"has more decimals than {currency.upper()} has ({places})"
+    if d < 0 and not may_be_negative:
+        return "is negative, which it cannot be"
+    return ""
+
+
 @dataclass(frozen=True)
 class Converted:
     amount: Decimal

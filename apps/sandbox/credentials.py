@@ -8,3 +8,5 @@ DEFAULT_TOKENS["stripe"] = "sk_test_sandbox_handoff"  # Stripe secret keys look 
 # callback signing secrets of the sandboxes that send callbacks; HubSpot's is random per install unless given
 INBOUND_SECRETS = {"kantata": "sandbox-kantata-webhook-secret", "netsuite": "sandbox-netsuite-webhook-secret",
                    "stripe": "whsec_sandbox_handoff"}
+# the secret in the callback URL of the sandboxes whose callbacks are not signed (Salesforce Outbound Messages)
+CALLBACK_URL_SECRETS = {"salesforce": "sandbox-salesforce-callback-url-secret"}

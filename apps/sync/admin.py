@@ -46,7 +46,9 @@ class ConnectionForm(forms.ModelForm):
 
     class Meta:
         model = Connection
-        exclude = ["credentials", "inbound_secret"]
+        # the callback URL secret changes only through its audited rotation (Console → Connections)
+        exclude = ["credentials", "inbound_secret", "callback_secret_hash", "callback_secret_previous_hash",
+                   "callback_secret_previous_until"]
 
     def clean_new_credentials(self):
         raw = self.cleaned_data["new_credentials"].strip()

@@ -28,6 +28,7 @@ from apps.connectors.stripe import inbound as stripe_inbound
 from apps.core.logging import log_context
 
 from . import refusals
+from .callback_secrets import PATH_SECRET_KINDS, callback_secret_matches
 from .models import Connection, InboundEvent, SyncRecord
 from .record_states import reset_fields
 from .wakeup import PRIORITY_QUEUE, wake
@@ -119,6 +120,31 @@ def _verify_and_parse(conn: Connection, *, method: str, uris: list[str], body: b
     return inbound.verify_and_parse(conn, method=method, uris=uris, body=body, headers=headers)
 
 
+def _check_url_secret(conn: Connection, url_secret: str | None) -> None:
+    """A system that does not sign its callbacks must use the connection's secret URL; a signed one has none."""
+    if conn.kind in PATH_SECRET_KINDS:
+        if not url_secret:
+            raise Rejected(401, f"{conn.get_kind_display()} callbacks are taken in only on this connection's secret "
+                                f"URL, /api/v1/callbacks/{conn.slug}/<secret>/ (Console → Connections shows a new "
+                                f"one when it is rotated)")
+        if not callback_secret_matches(conn, url_secret):
+            raise Rejected(401, "wrong secret in the callback URL (rotated? Console → Connections)")
+    elif url_secret is not None:
+        raise Rejected(404, f"{conn.get_kind_display()} callbacks are signed and have no secret URL: send them to "
+                            f"/api/v1/callbacks/{conn.slug}/")
+
+
+EVENT_ID_MAX = InboundEvent._meta.get_field("event_id").max_length
+
+
+def _check_event_ids(specs: list[EventSpec]) -> None:
+    """An event id is stored whole or the callback is refused: cut short, two events could become one."""
+    for s in specs:
+        if len(s.event_id) > EVENT_ID_MAX:
+            raise Rejected(400, f"the event id ({s.event_id[:40]}…) is {len(s.event_id)} characters long; Handoff "
+                                f"keeps event ids of at most {EVENT_ID_MAX}")
+
+
 INSERT_SQL = """
 INSERT INTO sync_inboundevent
     (connection_id, connection_slug, event_id, event_type, received_at, raw_body, headers, verified, status,
@@ -160,10 +186,11 @@ def store_events(conn: Connection, specs: list[EventSpec], headers, status_code:
 
 
 def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, source: str = "",
-            size: int | None = None) -> Reply:
+            size: int | None = None, url_secret: str | None = None) -> Reply:
     """Handle one callback request. Never raises for bad input: every refusal is a 4xx Reply and (below the
     source address's limit, see refusals.py) a stored row. `size` is the body's full length when the caller read
-    only its start (an oversize body).
+    only its start (an oversize body). `url_secret` is the secret segment of the callback URL, when it has one
+    (apps/sync/callback_secrets.py).
 
     The last line of defence: an unexpected exception is logged with its traceback and becomes a stored
     rejection answered 400 with the request's correlation id, never a 500 (a 5xx makes senders retry the same
@@ -175,7 +202,7 @@ def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, so
             # rejection stored below: a savepoint keeps it usable; in autocommit nothing needs undoing
             with transaction.atomic() if db.in_atomic_block else nullcontext():
                 return _receive(slug=slug, method=method, uris=uris, body=body, headers=headers, source=source,
-                                size=len(body) if size is None else size)
+                                size=len(body) if size is None else size, url_secret=url_secret)
         except Exception:
             log.exception("unexpected error while handling a callback; refused with 400")
             return record_rejection(
@@ -184,7 +211,8 @@ def receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, so
                 correlation_id=correlation_id)
 
 
-def _receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, source: str, size: int) -> Reply:
+def _receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, source: str, size: int,
+             url_secret: str | None) -> Reply:
     conn = find_connection(slug)
     if conn is None:
         return record_rejection(slug=slug, conn=None, status=404, reason=f"unknown connection {slug[:50]!r}",
@@ -197,7 +225,9 @@ def _receive(*, slug: str, method: str, uris: list[str], body: bytes, headers, s
         return record_rejection(slug=slug, conn=conn, status=403, reason="this connection is disabled",
                                 body=body, headers=headers, source=source, size=size)
     try:
+        _check_url_secret(conn, url_secret)
         specs = _verify_and_parse(conn, method=method, uris=uris, body=body, headers=headers)
+        _check_event_ids(specs)
     except Rejected as rej:
         return record_rejection(slug=slug, conn=conn, status=rej.status, reason=rej.reason, body=body,
                                 headers=headers, source=source, size=size)

@@ -41,6 +41,13 @@ class Connection(models.Model):
                                       help_text="HubSpot: the app's client secret (signs webhooks v3)")
     organization_id = models.CharField(max_length=18, blank=True,
                                        help_text="Salesforce: the org id Outbound Messages must carry")
+    # systems that do not sign their callbacks (Salesforce) put a per-connection secret in the callback URL
+    # (apps/sync/callback_secrets.py): only its SHA-256 is kept, and the previous one for a grace period
+    callback_secret_hash = models.CharField(max_length=64, blank=True,
+                                            help_text="SHA-256 of the secret in this connection's callback URL")
+    callback_secret_previous_hash = models.CharField(max_length=64, blank=True)
+    callback_secret_previous_until = models.DateTimeField(null=True, blank=True,
+                                                          help_text="Until when the previous URL secret is accepted")
     settings = models.JSONField(default=dict, blank=True,
                                 help_text='Per-system options, e.g. {"closed_won_stages": ["closedwon"]}')
     enabled = models.BooleanField(default=True)

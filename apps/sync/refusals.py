@@ -24,6 +24,8 @@ import time
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from .callback_secrets import PATH_SECRET_KINDS  # systems whose callbacks carry no signature
+
 log = logging.getLogger("handoff.intake")
 
 EXCERPT_BYTES = 2048
@@ -31,14 +33,12 @@ FULL_BODY_BYTES = 65_536
 # refused before, or because, the sender proved who it is: bad or missing signature, disabled connection,
 # unknown connection, oversize body, wrong media type
 UNVERIFIED_STATUSES = frozenset({401, 403, 404, 413, 415})
-# systems whose callbacks carry no signature (Salesforce: the org id in the body is not a secret)
-UNSIGNED_KINDS = frozenset({"salesforce"})
 DROPPED_KEY = "handoff:callbacks:throttled"
 
 
 def kept_bytes(conn, status: int) -> int:
     """How many bytes of a refused body to store."""
-    if conn is None or conn.kind in UNSIGNED_KINDS or status in UNVERIFIED_STATUSES:
+    if conn is None or conn.kind in PATH_SECRET_KINDS or status in UNVERIFIED_STATUSES:
         return EXCERPT_BYTES
     return FULL_BODY_BYTES
 

@@ -217,6 +217,8 @@ HANDOFF_CALLBACK_REFUSAL_LIMIT = int(os.environ.get("HANDOFF_CALLBACK_REFUSAL_LI
 HANDOFF_CALLBACK_REFUSAL_WINDOW_SECONDS = int(os.environ.get("HANDOFF_CALLBACK_REFUSAL_WINDOW_SECONDS", 60))
 # HubSpot v3 signatures older than this are refused (HubSpot documents 5 minutes).
 HANDOFF_SIGNATURE_MAX_AGE_SECONDS = 300
+# a rotated callback-URL secret (Salesforce) stays valid this long: Salesforce retries queued messages for 24 h
+HANDOFF_CALLBACK_SECRET_GRACE_HOURS = int(os.environ.get("HANDOFF_CALLBACK_SECRET_GRACE_HOURS", "24"))
 # The loopback sandboxes of the external systems (demo and tests only).
 HANDOFF_SANDBOX_ENABLED = env_bool("HANDOFF_SANDBOX_ENABLED", False)
 HANDOFF_SANDBOX_URL = os.environ.get("HANDOFF_SANDBOX_URL", "http://127.0.0.1:8001")

@@ -49,6 +49,7 @@ EXPECTED: dict[str, dict] = {
     "admin": {"GET": R(302, 302, 302, 302, 200), "POST syncrecord change": R(302, 302, 302, 302, 403)},
     # the API: its own authentication (401 with a Basic challenge); callbacks are verified by signature
     "api:callback": EXCLUDED,
+    "api:callback_secret_url": EXCLUDED,  # Salesforce's, with its secret (tests/security/test_forged_callbacks.py)
     "sandbox": EXCLUDED,  # every /sandbox/<vendor>/… simulator (HANDOFF_SANDBOX_ENABLED): the vendor's own tokens
     "api:records": {"GET": R(403, 200, 200, 200, 200)},
     "api:record": {"args": "record", "GET": R(403, 200, 200, 200, 200)},

@@ -90,20 +90,24 @@ def test_it_stores_moderately_nested_json_without_crashing(api, connections):
 
 
 def test_it_stores_a_nul_character_in_text_without_crashing(api, connections):
-    events = [deal_event(event_id="10\u0000", deal_id="12\u00003"),
+    events = [deal_event(event_id=10, deal_id=123),
               {"eventId": 2, "subscriptionType": "contact.\u0000creation", "note": "a\u0000b"}]
     response = post_hubspot(api, events)
 
     assert response.status_code == 202, response.content
     assert json.loads(response.content) == {"accepted": 1, "duplicates": 0, "ignored": 1}
-    deal = InboundEvent.objects.get(status="received")
-    # PostgreSQL cannot store NUL: it becomes U+FFFD (not dropped, so deal 12<NUL>3 is not mistaken for deal 123)
-    assert deal.event_id == "10\ufffd"
-    assert deal.source_key == "deal:12\ufffd3"
-    assert deal.payload["deal_id"] == "12\ufffd3"
+    # PostgreSQL cannot store NUL: it becomes U+FFFD (not dropped, so a<NUL>b is not mistaken for ab)
     other = InboundEvent.objects.get(status="ignored")
     assert other.event_type == "contact.\ufffdcreation"
     assert json.loads(other.raw_body)["note"] == "a\ufffdb"
+
+
+def test_an_id_with_a_nul_character_is_refused_not_cut(api, connections):
+    # no HubSpot id holds a NUL: deal 12<NUL>3 is refused, never stored as (or mistaken for) deal 123
+    response = post_hubspot(api, [deal_event(event_id=10, deal_id="12\u00003")])
+
+    event = assert_only_rejection(response, 400, reason_contains="objectId")
+    assert json.loads(event.raw_body)[0]["objectId"] == "12\u00003"  # the body kept as sent (an escape, no NUL)
 
 
 def test_it_rejects_a_connection_name_with_a_nul_character(api, connections):
@@ -135,12 +139,12 @@ def test_a_rejection_keeps_a_header_with_a_nul_character_readable(api, connectio
 
 def test_a_literal_backslash_u0000_in_text_is_stored_intact(api, connections):
     text = "C:\\u0000\\path"  # the six characters \u0000, not a NUL
-    response = post_hubspot(api, [deal_event(event_id=11, deal_id=text)])
+    response = post_hubspot(api, [{"eventId": 11, "subscriptionType": "contact.creation", "note": text}])
 
-    assert response.status_code == 202, response.content
+    assert response.status_code == 200, response.content
     stored = InboundEvent.objects.get()
-    assert stored.payload["deal_id"] == text
-    assert stored.source_key == f"deal:{text}"
+    assert json.loads(stored.raw_body)["note"] == text
+    assert stored.status == InboundEvent.Status.IGNORED
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "text/xml",

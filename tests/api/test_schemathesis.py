@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from apps.demo.firm import SALESFORCE_ORG
+from apps.sandbox.credentials import CALLBACK_URL_SECRETS
 from apps.sync.intake import process_inbox
 from apps.sync.models import Connection, InboundEvent, SyncRecord
 
@@ -42,6 +43,7 @@ from tests.callbacks import HUBSPOT_SECRET, deal_event, hubspot_headers, post_hu
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 CALLBACK = "/api/v1/callbacks/{connection}/"
+SECRET_CALLBACK = "/api/v1/callbacks/{connection}/{secret}/"  # Salesforce: the URL carries the connection's secret
 # generated cases per operation (deterministic): the whole file runs in about 15 s
 MAX_EXAMPLES = 100
 
@@ -148,6 +150,14 @@ def test_the_api_answers_every_generated_request_as_its_schema_says(case, world)
         _call(case, connection="hubspot")  # unsigned, or with the generated (wrong) signature
         _call(case, connection="salesforce")
         case.path_parameters = {**case.path_parameters, "connection": generated}
+    elif case.operation.path == SECRET_CALLBACK:
+        generated = dict(case.path_parameters)
+        _call(case)  # as generated: mostly an unknown connection
+        _call(case, connection="salesforce")  # a wrong secret
+        case.path_parameters = {**case.path_parameters, "secret": CALLBACK_URL_SECRETS["salesforce"]}
+        _call(case)  # the right one
+        _call(case, connection="hubspot")  # a signed system has no secret URL
+        case.path_parameters = generated
     else:
         _call(case, auth=BASIC_CAROL)
         if "id" in case.path_parameters:  # and records that exist, so the whole Record shape is checked
@@ -175,7 +185,10 @@ def test_the_documented_callback_examples_are_taken_in_and_answered_as_documente
     first = _call(case("hubspot", "application/json"), connection="hubspot", signed=True)
     again = _call(case("hubspot", "application/json"), connection="hubspot", signed=True)
     unsigned = _call(case("hubspot", "application/json"))
-    ack = _call(case("salesforce", "text/xml"), kwargs={"data": _example(CALLBACK, "text/xml").encode()})
+    secret_case = schema[SECRET_CALLBACK]["POST"].Case(
+        path_parameters={"connection": "salesforce", "secret": CALLBACK_URL_SECRETS["salesforce"]},
+        media_type="text/xml", body=_example(SECRET_CALLBACK, "text/xml"))
+    ack = _call(secret_case, kwargs={"data": _example(SECRET_CALLBACK, "text/xml").encode()})
 
     assert first.status_code == 202 and json.loads(first.content) == {"accepted": 1, "duplicates": 0, "ignored": 0}
     assert again.status_code == 200 and json.loads(again.content)["duplicates"] == 1

@@ -35,7 +35,7 @@ from apps.sync import engine, intake, services, sweeper
 from apps.sync.bulk import bulk_confirm, bulk_preview
 from apps.sync.models import Attempt, AuditEntry, BulkAction, InboundEvent, SyncRecord
 
-from tests.callbacks import HUBSPOT_SECRET, outbound
+from tests.callbacks import HUBSPOT_SECRET, SALESFORCE_PATH, outbound
 from tests.faults.kit import (Workers, check_outcome, terminate_backends, configure_connections, create_hubspot_deals, diagnose,
                              done_count, free_port, progress, seed_hubspot, signed_hubspot_post, wait_for,
                              wait_settled)
@@ -360,7 +360,7 @@ def test_callbacks_delivered_three_times_shuffled_and_concurrently_make_one_reco
             return kind, str(payload["eventId"]), r.status_code
         nid, fields, _ = payload
         body = outbound([(nid, fields)])
-        r = session.post(f"{live_server.url}/api/v1/callbacks/salesforce/", data=body, timeout=30,
+        r = session.post(f"{live_server.url}{SALESFORCE_PATH}", data=body, timeout=30,
                          headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
         return kind, nid, r.status_code
 

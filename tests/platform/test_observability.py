@@ -146,20 +146,21 @@ def test_log_format_follows_the_environment_and_defaults_to_json_unless_debug(mo
         assert isinstance(make_formatter(), PlainFormatter)
 
 
-@pytest.mark.django_db
-def test_a_processed_records_log_lines_carry_its_correlation_id_and_no_tax_id(connections):
-    """A Salesforce opportunity (its tax id in the payload) goes through intake and a real RQ worker job: the
-    outbound call to the ERP fails (nothing listens on the connections' address) and the record is retried."""
+def test_a_processed_records_log_lines_carry_its_correlation_id_and_no_tax_id(deliverer):
+    """A Salesforce opportunity (its Account's tax id in the payload the fetch stage reads from the sandbox) goes
+    through intake and a real RQ worker job: the outbound call to the ERP fails (nothing listens on the ERP
+    connection's address) and the record is retried."""
+    Connection.objects.filter(slug="netsuite").update(base_url="http://127.0.0.1:9")
     opp = make_opportunity(random.Random(5), "good")
-    fields = opp.as_salesforce("006SB0000000000077", "001SB0000000000077")
-    body = outbound([("04lSB0000000000077", fields)])
+    opp_id, fields = deliverer.create_salesforce(opp)
+    body = outbound([(f"04l{opp_id[3:]}", fields)])
     with Capture() as capture:
         response = post_salesforce(APIClient(), body)
         assert response.status_code == 200
         process_inbox()
         record = SyncRecord.objects.get()
         queue = wakeup.PRIORITY_QUEUE[record.priority]
-        assert wakeup.enqueue_now(f"records:{queue}")
+        wakeup.enqueue_now(f"records:{queue}")  # unless the inbox job's commit has queued it already
         q = django_rq.get_queue(queue)
         SimpleWorker([q], connection=q.connection).work(burst=True)
 
@@ -172,6 +173,8 @@ def test_a_processed_records_log_lines_carry_its_correlation_id_and_no_tax_id(co
     assert all(e["correlation_id"] == str(record.correlation_id) for e in mine)
     assert all(e["connection"] == "salesforce" for e in mine)
     calls = [e for e in mine if e["logger"] == "handoff.http"]
+    assert [(c["system"], c["http_method"]) for c in calls[:2]] == [("salesforce", "GET")] * 2  # opp, account
+    calls = calls[2:]
     assert calls and calls[0]["http_method"] == "PUT" and calls[0]["system"] == "netsuite"
     assert calls[0]["path"].startswith("/services/rest/record/v1/customer/eid:HO-")
     assert isinstance(calls[0]["duration_ms"], int) and calls[0]["status"] is None

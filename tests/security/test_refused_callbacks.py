@@ -16,7 +16,7 @@ from apps.connectors.hubspot import inbound as hubspot_inbound
 from apps.core.logging import JsonFormatter
 from apps.sync import refusals
 from apps.sync.models import Connection, InboundEvent
-from tests.callbacks import deal_event, post_hubspot, post_kantata
+from tests.callbacks import SALESFORCE_PATH, deal_event, post_hubspot, post_kantata
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +69,7 @@ def test_a_bad_signature_keeps_a_short_excerpt(client, connections):
 def test_a_salesforce_refusal_keeps_a_short_excerpt(client, connections):
     """Outbound Messages are not signed: the org id they carry is not a secret."""
     body = b"<notifications>" + b"<x/>" * 10_000
-    response = client.post("/api/v1/callbacks/salesforce/", data=body, content_type="text/xml")
+    response = client.post(SALESFORCE_PATH, data=body, content_type="text/xml")  # even on the secret URL
 
     assert response.status_code == 400
     assert len(InboundEvent.objects.get().raw_body) == refusals.EXCERPT_BYTES

@@ -8,7 +8,7 @@ import pytest
 from apps.sync.intake import process_inbox
 from apps.sync.models import InboundEvent, SyncRecord
 
-from tests.callbacks import deal_event, opportunity_fields, outbound, post_hubspot, post_salesforce
+from tests.callbacks import deal_event, opportunity_fields, outbound, post_hubspot, post_salesforce, salesforce_id
 
 pytestmark = pytest.mark.django_db
 
@@ -54,28 +54,30 @@ def test_processing_the_inbox_twice_creates_nothing_new(api, connections):
 
 
 def test_processing_the_inbox_makes_one_record_per_salesforce_opportunity(api, connections):
-    fields = opportunity_fields(opp_id="006SAME")
+    same = salesforce_id("006SAME")
+    fields = opportunity_fields(opp_id=same)
     post_salesforce(api, outbound([("04lX1", fields)]))
     post_salesforce(api, outbound([("04lX2", fields), ("04lX1", fields)]))
 
     process_inbox()
 
     record = SyncRecord.objects.get()
-    assert record.source_key == "opportunity:006SAME"
+    assert record.source_key == f"opportunity:{same}"
     assert record.source_connection == connections["salesforce"]
-    assert record.current_payload["account"]["tax_id"] == fields["Account_Tax_Id__c"]
+    assert record.current_payload["opportunity_id"] == same
     assert InboundEvent.objects.get(event_id="04lX1").deliveries == 2
     assert record.events.count() == 2
 
 
 def test_the_same_object_id_from_two_crms_makes_two_records(api, connections):
-    post_hubspot(api, [deal_event(event_id=1, deal_id="006X")])
-    post_salesforce(api, outbound([("04l1", opportunity_fields(opp_id="006X"))]))
+    both = "123456789012345"  # a HubSpot object id, and a (15-character) Salesforce id
+    post_hubspot(api, [deal_event(event_id=1, deal_id=both)])
+    post_salesforce(api, outbound([("04l1", opportunity_fields(opp_id=both))]))
 
     process_inbox()
 
     assert sorted(SyncRecord.objects.values_list("source_connection__slug", "source_key")) == [
-        ("hubspot", "deal:006X"), ("salesforce", "opportunity:006X")]
+        ("hubspot", f"deal:{both}"), ("salesforce", f"opportunity:{both}")]
 
 
 def test_processing_the_inbox_leaves_ignored_and_rejected_events_alone(api, connections):

@@ -11,7 +11,7 @@ from apps.demo.deals import make_opportunity
 from apps.sync import engine, intake, jobs, sweeper
 from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
 
-from tests.callbacks import opportunity_fields, outbound, post_salesforce
+from tests.callbacks import opportunity_fields, outbound, post_salesforce, salesforce_id
 from tests.worker import inject, run_worker, sandbox_count
 
 
@@ -60,51 +60,53 @@ def test_a_probe_that_still_fails_keeps_the_circuit_open(sandboxes):
     assert "kantata" not in sweeper.sweep().get("circuits", {})
 
 
-def _sf_event(conn, opp_id: str, modstamp: str, legal_entity: str, nid: str) -> bytes:
-    return outbound([(nid, opportunity_fields(5, opp_id, SystemModstamp=modstamp, Legal_Entity__c=legal_entity))])
+def _sf_event(conn, opp_id: str, modstamp: str, nid: str) -> bytes:
+    """A notification of the opportunity's version `modstamp`; its notification id (in the record's payload)
+    shows which notification a record was built from."""
+    return outbound([(nid, opportunity_fields(5, salesforce_id(opp_id), SystemModstamp=modstamp))])
 
 
 @pytest.mark.django_db
 def test_an_older_event_never_overwrites_newer_data(connections, client):
-    newer = _sf_event(connections, "006A", "2026-11-23T10:00:00.000Z", "US01", "04l1")
-    older = _sf_event(connections, "006A", "2026-11-23T09:00:00.000Z", "", "04l2")
+    newer = _sf_event(connections, "006A", "2026-11-23T10:00:00.000Z", "04l1")
+    older = _sf_event(connections, "006A", "2026-11-23T09:00:00.000Z", "04l2")
     # delivered out of order, in one batch and across batches
     post_salesforce(client, newer)
     post_salesforce(client, older)
     intake.process_inbox()
     record = SyncRecord.objects.get()
-    assert record.current_payload["legal_entity"] == "US01"
-    post_salesforce(client, _sf_event(connections, "006A", "2026-11-23T08:00:00.000Z", "", "04l3"))
+    assert record.current_payload["notification_id"] == "04l1"
+    post_salesforce(client, _sf_event(connections, "006A", "2026-11-23T08:00:00.000Z", "04l3"))
     intake.process_inbox()
     record.refresh_from_db()
-    assert record.current_payload["legal_entity"] == "US01"
+    assert record.current_payload["notification_id"] == "04l1"
     assert record.context["source_modified_at"] == "2026-11-23T10:00:00.000Z"
 
 
 @pytest.mark.django_db
 def test_a_newer_event_refreshes_a_held_record_nobody_has_edited(connections, client):
-    post_salesforce(client, _sf_event(connections, "006B", "2026-11-23T09:00:00.000Z", "", "04l4"))
+    post_salesforce(client, _sf_event(connections, "006B", "2026-11-23T09:00:00.000Z", "04l4"))
     intake.process_inbox()
     SyncRecord.objects.update(status="held", reason_code="missing_legal_entity")
-    post_salesforce(client, _sf_event(connections, "006B", "2026-11-23T11:00:00.000Z", "UK01", "04l5"))
+    post_salesforce(client, _sf_event(connections, "006B", "2026-11-23T11:00:00.000Z", "04l5"))
     result = intake.process_inbox()
     record = SyncRecord.objects.get()
     assert result["refreshed"] == 1
-    assert (record.status, record.reason_code, record.current_payload["legal_entity"]) == ("pending", "", "UK01")
+    assert (record.status, record.reason_code, record.current_payload["notification_id"]) == ("pending", "", "04l5")
 
 
 @pytest.mark.django_db
 def test_a_newer_event_for_a_record_being_worked_waits_for_it_and_is_then_applied(connections, client):
     """A correction that arrives while a worker holds the record is neither lost nor written over its work."""
-    post_salesforce(client, _sf_event(connections, "006C", "2026-11-23T09:00:00.000Z", "", "04l6"))
+    post_salesforce(client, _sf_event(connections, "006C", "2026-11-23T09:00:00.000Z", "04l6"))
     intake.process_inbox()
     SyncRecord.objects.update(status="in_progress")  # a worker has claimed it
-    post_salesforce(client, _sf_event(connections, "006C", "2026-11-23T11:00:00.000Z", "UK01", "04l7"))
+    post_salesforce(client, _sf_event(connections, "006C", "2026-11-23T11:00:00.000Z", "04l7"))
 
     result = intake.process_inbox()
     record = SyncRecord.objects.get()
     assert result["deferred"] == 1 and result["refreshed"] == 0
-    assert record.current_payload["legal_entity"] == "" and record.status == "in_progress"
+    assert record.current_payload["notification_id"] == "04l6" and record.status == "in_progress"
     newer = InboundEvent.objects.get(event_id__endswith="04l7")
     assert newer.status == "received" and newer.record_id is None
     assert sweeper.sweep().get("inbox")  # the sweeper keeps waking the inbox for it
@@ -115,17 +117,17 @@ def test_a_newer_event_for_a_record_being_worked_waits_for_it_and_is_then_applie
     record.refresh_from_db()
     newer.refresh_from_db()
     assert result["refreshed"] == 1 and newer.status == "processed" and newer.record_id == record.pk
-    assert (record.status, record.reason_code, record.current_payload["legal_entity"]) == ("pending", "", "UK01")
+    assert (record.status, record.reason_code, record.current_payload["notification_id"]) == ("pending", "", "04l7")
 
 
 @pytest.mark.django_db
 def test_an_event_no_newer_than_the_record_in_progress_is_linked_at_once(connections, client):
-    post_salesforce(client, _sf_event(connections, "006D", "2026-11-23T09:00:00.000Z", "", "04l8"))
+    post_salesforce(client, _sf_event(connections, "006D", "2026-11-23T09:00:00.000Z", "04l8"))
     intake.process_inbox()
     SyncRecord.objects.update(status="in_progress")
     # an older one, delivered late
-    post_salesforce(client, _sf_event(connections, "006D", "2026-11-23T08:00:00.000Z", "US01", "04l9"))
+    post_salesforce(client, _sf_event(connections, "006D", "2026-11-23T08:00:00.000Z", "04l9"))
     result = intake.process_inbox()
     assert result.get("deferred", 0) == 0
     assert InboundEvent.objects.get(event_id__endswith="04l9").status == "processed"
-    assert SyncRecord.objects.get().current_payload["legal_entity"] == ""
+    assert SyncRecord.objects.get().current_payload["notification_id"] == "04l8"

@@ -24,7 +24,7 @@ import time
 import requests
 from django.conf import settings as django_settings
 
-from apps.connectors.base import (BaseClient, DownstreamError, elapsed_ms, http_session, log, parse_retry_after,
+from apps.connectors.base import (BaseClient, DownstreamError, elapsed_ms, http_session, log, parse_retry_after, path,
                                   safe_json)
 
 # the sandbox model's ids (apps/sandbox/anaplan_api.py serves them): the defaults when a setting is absent
@@ -62,7 +62,7 @@ class AnaplanClient(BaseClient):
 
     @property
     def model_path(self) -> str:
-        return f"/2/0/workspaces/{self.setting('workspace_id')}/models/{self.setting('model_id')}"
+        return path("/2/0/workspaces", self.setting("workspace_id"), "models", self.setting("model_id"))
 
     # ------------------------------------------------------------ files
 
@@ -71,13 +71,13 @@ class AnaplanClient(BaseClient):
         file_id, name = self.setting("file_id"), self.setting("file_name")
         size = max(1, int(self.setting("chunk_bytes")))
         chunks = max(1, math.ceil(len(data) / size))
-        path = f"{self.model_path}/files/{file_id}"
-        self.request("POST", path, json_body={"id": file_id, "name": name, "chunkCount": -1},
+        file_path = path(self.model_path, "files", file_id)
+        self.request("POST", file_path, json_body={"id": file_id, "name": name, "chunkCount": -1},
                      summary=f"start upload of {name} ({len(data)} bytes, {chunks} chunks)")
         for n in range(chunks):
-            self.send_bytes("PUT", f"{path}/chunks/{n}", data[n * size:(n + 1) * size],
+            self.send_bytes("PUT", path(file_path, "chunks", n), data[n * size:(n + 1) * size],
                             summary=f"chunk {n + 1} of {chunks} of {name}")
-        self.request("POST", f"{path}/complete", json_body={"id": file_id, "name": name, "chunkCount": chunks},
+        self.request("POST", path(file_path, "complete"), json_body={"id": file_id, "name": name, "chunkCount": chunks},
                      summary=f"complete upload of {name}")
         return chunks
 
@@ -114,7 +114,7 @@ class AnaplanClient(BaseClient):
     def start_import(self) -> str:
         """Run the import once; returns its task id."""
         import_id = self.setting("import_id")
-        r = self.request("POST", f"{self.model_path}/imports/{import_id}/tasks",
+        r = self.request("POST", path(self.model_path, "imports", import_id, "tasks"),
                          json_body={"localeName": self.setting("locale")}, summary=f"run import {import_id}")
         task_id = ((safe_json(r) or {}).get("task") or {}).get("taskId")
         if not task_id:
@@ -123,7 +123,7 @@ class AnaplanClient(BaseClient):
         return str(task_id)
 
     def get_import_task(self, task_id: str) -> dict:
-        r = self.request("GET", f"{self.model_path}/imports/{self.setting('import_id')}/tasks/{task_id}",
+        r = self.request("GET", path(self.model_path, "imports", self.setting("import_id"), "tasks", task_id),
                          summary=f"poll import task {task_id}")
         return (safe_json(r) or {}).get("task") or {}
 
@@ -140,9 +140,9 @@ class AnaplanClient(BaseClient):
 
     def get_import_dump(self, task_id: str) -> str:
         """The CSV of the rows that failed (when the task result says failureDumpAvailable)."""
-        r = self.request("GET", f"{self.model_path}/imports/{self.setting('import_id')}/tasks/{task_id}/dump",
+        r = self.request("GET", path(self.model_path, "imports", self.setting("import_id"), "tasks", task_id, "dump"),
                          summary=f"failure dump of task {task_id}")
         return r.text
 
     def probe(self) -> None:
-        self.request("GET", f"{self.model_path}/files", summary="probe")
+        self.request("GET", path(self.model_path, "files"), summary="probe")

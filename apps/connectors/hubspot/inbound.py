@@ -13,12 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import time
 from datetime import datetime, timezone
 
 from django.conf import settings
 
-from apps.connectors.callbacks import EventSpec, Rejected, json_body
+from apps.connectors import ids
+from apps.connectors.callbacks import EventSpec, Rejected, checked_id, json_body, signed_at
 
 
 def signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
@@ -36,12 +36,7 @@ def verify(connection, *, method: str, uris: list[str], body: bytes, headers, ma
     ts = headers.get("X-HubSpot-Request-Timestamp", "")
     if not sig or not ts:
         raise Rejected(401, "missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp header")
-    try:
-        age = abs(time.time() * 1000 - int(ts)) / 1000
-    except ValueError:
-        raise Rejected(401, "X-HubSpot-Request-Timestamp is not a number of milliseconds")
-    if age > max_age:
-        raise Rejected(401, f"stale timestamp: the request was signed {int(age)} s ago (limit {max_age} s)")
+    signed_at(ts, name="X-HubSpot-Request-Timestamp", per_second=1000, max_age=max_age, who="")
     if not connection.inbound_secret:
         raise Rejected(401, "this connection has no client secret configured to verify signatures")
     # compare bytes: compare_digest refuses str with non-ASCII characters (a forged header must be a 401, not a 500)
@@ -73,20 +68,18 @@ def parse_events(connection, data) -> list[EventSpec]:
     for i, ev in enumerate(data):
         if not isinstance(ev, dict) or "eventId" not in ev or "subscriptionType" not in ev:
             raise Rejected(400, f"event {i} lacks eventId or subscriptionType")
-        if not isinstance(ev.get("eventId"), (int, str)) or not str(ev["eventId"]).strip():
-            raise Rejected(400, f"event {i}: eventId must be a number")
+        checked_id(ids.hubspot_id, ev.get("eventId"), f"event {i}: eventId", "HubSpot")
         stype = str(ev["subscriptionType"])[:60]
         etype = stype if stype != "deal.propertyChange" else f"{stype}:{ev.get('propertyName', '')}"
-        spec = EventSpec(event_id=str(ev["eventId"])[:200], event_type=etype[:100], body=ev)
+        spec = EventSpec(event_id=str(ev["eventId"]), event_type=etype[:100], body=ev)
         if stype == "deal.propertyChange" and ev.get("propertyName") == "dealstage":
             if str(ev.get("propertyValue")) in closed_won:
-                if not isinstance(ev.get("objectId"), (int, str)) or not str(ev["objectId"]).strip():
-                    raise Rejected(400, f"event {i}: objectId is missing")
+                deal_id = _object_id(ev, i)
                 spec.workflow = "quote_to_project"
-                spec.source_key = f"deal:{ev['objectId']}"
-                spec.payload = {"deal_id": str(ev["objectId"]), "portal_id": ev.get("portalId"),
+                spec.source_key = f"deal:{deal_id}"
+                spec.payload = {"deal_id": deal_id, "portal_id": ev.get("portalId"),
                                 "source_modified_at": _iso_ms(ev.get("occurredAt"))}
-                spec.title = f"HubSpot deal {ev['objectId']}"
+                spec.title = f"HubSpot deal {deal_id}"
             else:
                 spec.ignored = f"deal stage {ev.get('propertyValue')!r} is not closed-won"
         elif stype == "deal.propertyChange" and ev.get("propertyName") == "amendment_status":
@@ -104,16 +97,22 @@ def _amendment_event(connection, ev: dict, i: int, spec: EventSpec) -> None:
     if str(ev.get("propertyValue") or "").lower() not in approved:
         spec.ignored = f"amendment status {ev.get('propertyValue')!r} is not approved"
         return
-    if not isinstance(ev.get("objectId"), (int, str)) or not str(ev["objectId"]).strip():
-        raise Rejected(400, f"event {i}: objectId is missing")
+    deal_id = _object_id(ev, i)
     occurred = _iso_ms(ev.get("occurredAt"))
     if not occurred:
         raise Rejected(400, f"event {i}: occurredAt must be the change's time in epoch milliseconds")
     spec.workflow = "change_order"
-    spec.source_key = f"amendment:deal-{ev['objectId']}"
-    spec.payload = {"deal_id": str(ev["objectId"]), "portal_id": ev.get("portalId"), "approved_at": occurred,
+    spec.source_key = f"amendment:deal-{deal_id}"
+    spec.payload = {"deal_id": deal_id, "portal_id": ev.get("portalId"), "approved_at": occurred,
                     "source_modified_at": occurred}
-    spec.title = f"Change order on HubSpot deal {ev['objectId']}"
+    spec.title = f"Change order on HubSpot deal {deal_id}"
+
+
+def _object_id(ev: dict, i: int) -> str:
+    """The deal's id, a HubSpot object id (it goes into the CRM API's URL): missing or not numeric is a 400."""
+    if ev.get("objectId") in (None, ""):
+        raise Rejected(400, f"event {i}: objectId is missing")
+    return checked_id(ids.hubspot_id, ev["objectId"], f"event {i}: objectId", "HubSpot")
 
 
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:

@@ -12,6 +12,8 @@ DEAL_PROPERTIES = [
     "handoff_erp_customer_id", "handoff_psa_project_id", "handoff_erp_project_id",
 ]
 COMPANY_PROPERTIES = ["name", "domain", "country", "tax_id", "hs_parent_company_id"]
+AMENDMENT_PROPERTIES = ["amendment_status", "amendment_id", "amended_amount", "amended_start_date",
+                        "amended_end_date", "amended_rate_card", "amended_billing_schedule"]
 
 
 def canonical_from_deal(deal: dict, company: dict | None) -> dict:
@@ -40,6 +42,18 @@ def canonical_from_deal(deal: dict, company: dict | None) -> dict:
             "parent_id": c.get("hs_parent_company_id") or "",
         },
     }
+
+
+def canonical_from_deal_amendment(deal: dict, deal_id: str) -> dict:
+    """The deal's current amendment (its amendment_* properties) as the canonical change order."""
+    p = deal.get("properties") or {}
+    return {"deal_id": str(deal_id), "opportunity_id": str(deal.get("id") or deal_id),
+            "amendment_id": str(p.get("amendment_id") or ""),
+            "amended_amount": p.get("amended_amount") or "",
+            "amended_start_date": (p.get("amended_start_date") or "")[:10],
+            "amended_end_date": (p.get("amended_end_date") or "")[:10],
+            "amended_rate_card": p.get("amended_rate_card") or "",
+            "amended_billing_schedule": p.get("amended_billing_schedule") or ""}
 
 
 def deal_company_id(deal: dict) -> str | None:

@@ -8,7 +8,7 @@ Validation errors come back as 422 `{"errors": [{"type": "validation", "message"
 
 from __future__ import annotations
 
-from apps.connectors.base import BaseClient, safe_json
+from apps.connectors.base import BaseClient, path, safe_json
 
 
 class KantataClient(BaseClient):
@@ -38,7 +38,7 @@ class KantataClient(BaseClient):
     def update_workspace(self, workspace_id: str, fields: dict) -> str:
         """Update a workspace's fields (budget, dates): `PUT /api/v1/workspaces/{id}.json` {"workspace": {...}}.
         The same values sent twice leave it as it was, so a retried change order is harmless."""
-        r = self.request("PUT", f"/api/v1/workspaces/{workspace_id}.json", json_body={"workspace": fields},
+        r = self.request("PUT", path("/api/v1/workspaces", f"{workspace_id}.json"), json_body={"workspace": fields},
                          summary=f"update workspace {workspace_id}: {', '.join(sorted(fields))}")
         body = r.json()
         return str(body["results"][0]["id"])

@@ -50,7 +50,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from apps.connectors.callbacks import EventSpec, Rejected
+from apps.connectors import ids
+from apps.connectors.callbacks import EventSpec, Rejected, checked_id
 from apps.connectors.standard_webhooks import signature
 from apps.finance.billable import EXPENSE, REVERSE, TIME, entry_title
 from apps.finance.invoicing import parse_time, utc_text
@@ -86,10 +87,7 @@ def _id(data: dict, key: str, what: str, *, required: bool = True) -> str:
         if required:
             raise Rejected(400, f"Kantata {what}: {key} is required")
         return ""
-    text = str(value).strip()
-    if len(text) > 64:
-        raise Rejected(400, f"Kantata {what}: {key} is longer than 64 characters")
-    return text
+    return checked_id(ids.kantata_id, value, key, f"Kantata {what}")
 
 
 def _whole(data: dict, key: str, what: str, default: int | None = None) -> int:
@@ -209,10 +207,9 @@ def parse_expense(conn, event_id: str, envelope: dict) -> EventSpec:
 
 def parse_story_completed(conn, event_id: str, envelope: dict) -> EventSpec:
     data = envelope["data"]
-    story_id = data.get("id")
-    if not isinstance(story_id, (str, int)) or isinstance(story_id, bool) or not str(story_id).strip():
+    if data.get("id") in (None, ""):
         raise Rejected(400, "a Kantata story.completed event needs the story's id")
-    story_id = str(story_id).strip()[:64]
+    story_id = checked_id(ids.kantata_id, data["id"], "id", "Kantata story")
     spec = EventSpec(event_id=event_id, event_type="story.completed", body=envelope)
     if data.get("story_type") != "milestone":
         spec.ignored = f"story {story_id} is a {data.get('story_type') or 'story'}, not a milestone"
@@ -220,9 +217,9 @@ def parse_story_completed(conn, event_id: str, envelope: dict) -> EventSpec:
     if data.get("state") != "completed":
         spec.ignored = f"milestone {story_id} is {data.get('state') or 'not completed'}, not completed"
         return spec
-    workspace = data.get("workspace_id")
-    if not isinstance(workspace, (str, int)) or isinstance(workspace, bool) or not str(workspace).strip():
+    if data.get("workspace_id") in (None, ""):
         raise Rejected(400, f"milestone {story_id} has no workspace_id (its project)")
+    workspace = checked_id(ids.kantata_id, data["workspace_id"], "workspace_id", f"Kantata milestone {story_id}")
     currency = str(data.get("currency") or "").strip().upper()[:3]
     modified = parse_time(data.get("updated_at")) or parse_time(data.get("completed_at")) \
         or parse_time(envelope.get("timestamp"))
@@ -232,7 +229,7 @@ def parse_story_completed(conn, event_id: str, envelope: dict) -> EventSpec:
     spec.title = title
     spec.payload = {
         "story_id": story_id,
-        "workspace_id": str(workspace).strip()[:64],
+        "workspace_id": workspace,
         "title": title,
         "amount": story_amount(data, currency),
         "currency": currency,

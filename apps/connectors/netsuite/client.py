@@ -7,9 +7,18 @@ record's URL in the Location header, and reports errors as RFC 9457 problem deta
 
 from __future__ import annotations
 
-from apps.connectors.base import BaseClient, DownstreamError, safe_json
+from apps.connectors.base import BaseClient, DownstreamError, path, safe_json, segment
 
 RECORD = "/services/rest/record/v1"
+
+
+def _eid_path(record_type: str, external_id: str) -> str:
+    """The record with this external id: `…/<type>/eid:<externalId>` (the id encoded, the `eid:` prefix not)."""
+    return f"{path(RECORD, record_type)}/eid:{segment(external_id)}"
+
+
+def record_path(record_type: str, internal_id: str) -> str:
+    return path(RECORD, record_type, internal_id)
 
 
 class NetSuiteClient(BaseClient):
@@ -30,12 +39,12 @@ class NetSuiteClient(BaseClient):
         return self._upsert(record_type, external_id, fields, f"upsert {record_type} eid:{external_id}")
 
     def get_by_external_id(self, record_type: str, external_id: str) -> dict | None:
-        r = self.request("GET", f"{RECORD}/{record_type}/eid:{external_id}", not_found_ok=True,
+        r = self.request("GET", _eid_path(record_type, external_id), not_found_ok=True,
                          summary=f"get {record_type} eid:{external_id}")
         return None if r.status_code == 404 else r.json()
 
     def _upsert(self, record_type: str, external_id: str, fields: dict, summary: str) -> str:
-        r = self.request("PUT", f"{RECORD}/{record_type}/eid:{external_id}", json_body=fields, summary=summary)
+        r = self.request("PUT", _eid_path(record_type, external_id), json_body=fields, summary=summary)
         location = r.headers.get("Location", "")
         internal_id = location.rstrip("/").rsplit("/", 1)[-1] if location else ""
         if not internal_id.isdigit():
@@ -53,4 +62,4 @@ class NetSuiteClient(BaseClient):
         self.request("GET", f"{RECORD}/customer", params={"limit": 1}, summary="probe")
 
     def get_customer(self, internal_id: str) -> dict:
-        return self.request("GET", f"{RECORD}/customer/{internal_id}").json()
+        return self.request("GET", record_path("customer", internal_id)).json()

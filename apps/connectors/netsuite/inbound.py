@@ -19,7 +19,8 @@ The webhook-id is the event id: a redelivery is stored once. Other types are sto
 
 from __future__ import annotations
 
-from apps.connectors.callbacks import EventSpec, Rejected
+from apps.connectors import ids
+from apps.connectors.callbacks import EventSpec, Rejected, checked_id
 from apps.connectors.standard_webhooks import signature
 from apps.finance.invoicing import parse_time, state_version, utc_text
 
@@ -36,9 +37,9 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
     if kind is None:
         spec.ignored = f"no workflow acts on NetSuite {etype!r} callbacks"
         return spec
-    rid = record_ref(data.get("id"))
-    if not rid:
+    if not record_ref(data.get("id")):
         raise Rejected(400, f"NetSuite: the {etype} record has no id")
+    rid = checked_id(ids.netsuite_id, record_ref(data.get("id")), "id", f"NetSuite {etype}")
     at = parse_time(data.get("lastModifiedDate")) or parse_time(envelope.get("timestamp"))
     if at is None:
         raise Rejected(400, f"NetSuite: {kind} {rid} has neither lastModifiedDate nor a valid timestamp")
@@ -63,6 +64,7 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
         amt = amount_text((a or {}).get("amount")) if isinstance(a, dict) else ""
         if not doc or not amt:
             raise Rejected(400, f"NetSuite: payment {rid} line {i + 1} lacks doc.id or amount")
+        checked_id(ids.netsuite_id, doc, f"apply.items[{i}].doc.id", f"NetSuite payment {rid}")
         if a.get("apply") is False:
             continue
         payments.append({"id": f"{rid}:{doc}", "invoice_id": doc, "amount": amt, "currency": cur,
@@ -79,4 +81,4 @@ def parse_message(conn, event_id: str, envelope: dict) -> EventSpec:
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:
     event_id, envelope = signature.verified_message(conn, headers=headers, body=body, who="NetSuite",
                                                     what="a NetSuite callback")
-    return [parse_message(conn, event_id[:200], envelope)]
+    return [parse_message(conn, event_id, envelope)]

@@ -1,10 +1,14 @@
 """Salesforce Outbound Messages (SOAP): checked against the org id, parsed, answered with the documented Ack —
 every refusal of a Salesforce callback is made in this file.
 
-Salesforce does not sign Outbound Messages: the organization id must match the connection's, and a deployment
-should also restrict the endpoint to Salesforce's IP ranges or use its client certificate. An Outbound Message
-carries only the sObject's own fields; mapping.py turns them into the canonical payloads. Salesforce retries a
-message until it gets the Ack, and reads a refusal as a SOAP fault.
+Salesforce does not sign Outbound Messages, and the organization id they carry is not a secret. So a message is
+taken in only on the connection's secret callback URL (the intake checks it, apps/sync/callback_secrets.py), its
+org id must match the connection's, and it is only a trigger: each notification keeps the record's id (checked
+as a Salesforce id, since it goes into the REST URL), the notification id (the event id, so a redelivery is
+stored once) and its SystemModstamp (ordering only). The workflow's fetch stage reads the Opportunity, its Account
+or the Contract_Amendment__c through the REST API and uses only what that returns. Salesforce documents, in
+addition, restricting the endpoint to its IP ranges and checking its TLS client certificate (docs/operations.md).
+Salesforce retries a message until it gets the Ack, and reads a refusal as a SOAP fault.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from xml.sax.saxutils import escape
 from defusedxml import ElementTree as DET
 from defusedxml.common import DefusedXmlException
 
-from apps.connectors.callbacks import EventSpec, Rejected, media_type
+from apps.connectors import ids
+from apps.connectors.callbacks import EventSpec, Rejected, checked_id, media_type
+from apps.finance.invoicing import parse_time
 
-from .mapping import SF_NS, XSI_NS, canonical_from_amendment, canonical_from_sobject, field_text
+from .mapping import SF_NS, XSI_NS, field_text
 
 OM_NS = "http://soap.sforce.com/2005/09/outbound"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -64,23 +70,20 @@ def parse_notifications(connection, body: bytes) -> list[EventSpec]:
         if not nid or so is None:
             raise Rejected(400, "a <Notification> lacks its <Id> or <sObject>")
         sotype = (so.get(f"{{{XSI_NS}}}type") or "").split(":")[-1]
-        spec = EventSpec(event_id=nid[:200], event_type=f"outbound_message:{sotype}"[:100],
-                         body={"sObject": sotype, "Id": field_text(so, "Id")})
+        spec = EventSpec(event_id=nid, event_type=f"outbound_message:{sotype}"[:100],
+                         body={"sObject": sotype, "fields": {el.tag.split('}')[-1]: (el.text or "") for el in so}})
         if sotype == "Contract_Amendment__c":
-            _amendment_notification(so, spec)
+            # what the message says only decides whether to look: the workflow reads the record through the API
+            if field_text(so, "Status__c").lower() != "approved":
+                spec.ignored = f"amendment status {field_text(so, 'Status__c')!r} is not Approved"
+            else:
+                _trigger(spec, so, nid, "change_order", "amendment", "Change order")
         elif sotype != "Opportunity":
             spec.ignored = f"no workflow acts on {sotype} outbound messages"
         elif field_text(so, "StageName") not in won_stages and field_text(so, "IsWon").lower() != "true":
             spec.ignored = f"stage {field_text(so, 'StageName')!r} is not closed-won"
         else:
-            opp_id = field_text(so, "Id")
-            if not opp_id:
-                raise Rejected(400, "the Opportunity has no Id")
-            spec.workflow = "quote_to_project"
-            spec.source_key = f"opportunity:{opp_id}"
-            spec.payload = canonical_from_sobject(so)
-            spec.title = spec.payload["opportunity_name"] or f"Salesforce opportunity {opp_id}"
-        spec.body = {"sObject": sotype, "fields": {el.tag.split('}')[-1]: (el.text or "") for el in so}}
+            _trigger(spec, so, nid, "quote_to_project", "opportunity", "Salesforce opportunity")
         out.append(spec)
     if not out:
         raise Rejected(400, "the Outbound Message holds no <Notification>")
@@ -89,19 +92,20 @@ def parse_notifications(connection, body: bytes) -> list[EventSpec]:
     return out
 
 
-def _amendment_notification(so, spec: EventSpec) -> None:
-    """An approved Contract_Amendment__c starts a change order, one record per amendment."""
-    status = field_text(so, "Status__c")
-    if status.lower() != "approved":
-        spec.ignored = f"amendment status {status!r} is not Approved"
-        return
-    amendment_id = field_text(so, "Id")
-    if not amendment_id:
-        raise Rejected(400, "the Contract_Amendment__c has no Id")
-    spec.workflow = "change_order"
-    spec.source_key = f"amendment:{amendment_id}"
-    spec.payload = canonical_from_amendment(so)
-    spec.title = f"Change order {amendment_id}"
+def _trigger(spec: EventSpec, so, notification_id: str, workflow: str, key: str, title: str) -> None:
+    """A notification that starts a record: only the record's id (checked: it goes into the REST URL) and the
+    modification stamp (which orders notifications of the same record) are kept; the workflow's fetch stage
+    reads every value through the REST API."""
+    sotype = spec.event_type.split(":", 1)[1]
+    if not field_text(so, "Id"):
+        raise Rejected(400, f"the {sotype} has no Id")
+    record_id = checked_id(ids.salesforce_id, field_text(so, "Id"), f"the {sotype} Id", "Salesforce")
+    modified = field_text(so, "SystemModstamp")
+    spec.workflow = workflow
+    spec.source_key = f"{key}:{record_id}"
+    spec.payload = {f"{key}_id": record_id, "notification_id": notification_id,
+                    "source_modified_at": modified if parse_time(modified) else ""}
+    spec.title = f"{title} {record_id}"
 
 
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:

@@ -1,7 +1,9 @@
-"""Salesforce's sObject fields ⇄ the canonical opportunity and amendment.
+"""Salesforce's records ⇄ the canonical opportunity and amendment.
 
-The Account's fields come as formula fields on the Opportunity (Account_Name__c, Account_Tax_Id__c,
-Account_Country__c), which is how orgs usually expose them in an Outbound Message.
+The canonical payloads are built only from what the REST API returns for the records (GET
+/services/data/vXX.X/sobjects/<type>/<id>?fields=…): an Outbound Message is a trigger, and its field values are
+never used (it is not signed). The Account is read as its own record (Name, Tax_Id__c, BillingCountryCode,
+ParentId). The REST API answers a currency field as a JSON number, read as Decimal (never float).
 """
 
 from __future__ import annotations
@@ -12,54 +14,77 @@ from decimal import Decimal
 SF_NS = "urn:sobject.enterprise.soap.sforce.com"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 
+OPPORTUNITY_FIELDS = ["Id", "Name", "StageName", "IsWon", "Amount", "CurrencyIsoCode", "CloseDate", "AccountId",
+                      "Contract_Type__c", "Start_Date__c", "End_Date__c", "Service_Line__c", "Project_Template__c",
+                      "Billing_Schedule__c", "Billing_Terms__c", "Legal_Entity__c", "SystemModstamp"]
+ACCOUNT_FIELDS = ["Id", "Name", "Tax_Id__c", "BillingCountryCode", "ParentId"]
+AMENDMENT_FIELDS = ["Id", "Opportunity__c", "Status__c", "New_Contract_Value__c", "New_Start_Date__c",
+                    "New_End_Date__c", "Rate_Card__c", "Billing_Schedule__c", "SystemModstamp"]
+
 
 def field_text(el, name):
-    """The text of an sObject field ("" when absent or xsi:nil)."""
+    """The text of an sObject field in an Outbound Message ("" when absent or xsi:nil)."""
     child = el.find(f"{{{SF_NS}}}{name}")
     if child is None or child.get(f"{{{XSI_NS}}}nil") == "true":
         return ""
     return (child.text or "").strip()
 
 
-def canonical_from_amendment(so) -> dict:
-    modified = field_text(so, "SystemModstamp") or field_text(so, "LastModifiedDate")
+def value(record: dict, name: str) -> str:
+    """A field of a REST record as text ("" when null or absent; a JSON number as its exact decimal text)."""
+    v = (record or {}).get(name)
+    if v is None or isinstance(v, (dict, list)):
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v).strip()
+
+
+def is_won(opportunity: dict, won_stages) -> bool:
+    return value(opportunity, "IsWon") == "true" or value(opportunity, "StageName") in set(won_stages)
+
+
+def canonical_from_amendment(record: dict) -> dict:
+    modified = value(record, "SystemModstamp")
     return {
-        "amendment_id": field_text(so, "Id"),
-        "opportunity_id": field_text(so, "Opportunity__c"),
-        "amended_amount": field_text(so, "New_Contract_Value__c"),
-        "amended_start_date": field_text(so, "New_Start_Date__c")[:10],
-        "amended_end_date": field_text(so, "New_End_Date__c")[:10],
-        "amended_rate_card": field_text(so, "Rate_Card__c"),
-        "amended_billing_schedule": field_text(so, "Billing_Schedule__c"),
+        "amendment_id": value(record, "Id"),
+        "opportunity_id": value(record, "Opportunity__c"),
+        "amended_amount": value(record, "New_Contract_Value__c"),
+        "amended_start_date": value(record, "New_Start_Date__c")[:10],
+        "amended_end_date": value(record, "New_End_Date__c")[:10],
+        "amended_rate_card": value(record, "Rate_Card__c"),
+        "amended_billing_schedule": value(record, "Billing_Schedule__c"),
         # orders versions of the same amendment, and amendments of one engagement (the newest applied wins)
         "approved_at": modified,
         "source_modified_at": modified,
     }
 
 
-def canonical_from_sobject(so) -> dict:
+def canonical_from_opportunity(opportunity: dict, account: dict | None) -> dict:
+    o, a = opportunity, account or {}
+    country = value(a, "BillingCountryCode").upper()
     return {
-        "opportunity_id": field_text(so, "Id"),
-        # orders deliveries of the same opportunity: an older notification never overwrites a newer one
-        "source_modified_at": field_text(so, "SystemModstamp") or field_text(so, "LastModifiedDate"),
-        "opportunity_name": field_text(so, "Name"),
-        "amount": field_text(so, "Amount"),
-        "currency": field_text(so, "CurrencyIsoCode").upper(),
-        "close_date": field_text(so, "CloseDate")[:10],
-        "contract_type": field_text(so, "Contract_Type__c"),
-        "start_date": field_text(so, "Start_Date__c")[:10],
-        "end_date": field_text(so, "End_Date__c")[:10],
-        "service_line": field_text(so, "Service_Line__c"),
-        "project_template": field_text(so, "Project_Template__c"),
-        "billing_schedule": field_text(so, "Billing_Schedule__c"),
-        "billing_terms": field_text(so, "Billing_Terms__c"),
-        "legal_entity": field_text(so, "Legal_Entity__c"),
+        "opportunity_id": value(o, "Id"),
+        # orders versions of the same opportunity: an older one never overwrites a newer one
+        "source_modified_at": value(o, "SystemModstamp"),
+        "opportunity_name": value(o, "Name"),
+        "amount": value(o, "Amount"),
+        "currency": value(o, "CurrencyIsoCode").upper(),
+        "close_date": value(o, "CloseDate")[:10],
+        "contract_type": value(o, "Contract_Type__c"),
+        "start_date": value(o, "Start_Date__c")[:10],
+        "end_date": value(o, "End_Date__c")[:10],
+        "service_line": value(o, "Service_Line__c"),
+        "project_template": value(o, "Project_Template__c"),
+        "billing_schedule": value(o, "Billing_Schedule__c"),
+        "billing_terms": value(o, "Billing_Terms__c"),
+        "legal_entity": value(o, "Legal_Entity__c"),
         "account": {
-            "id": field_text(so, "AccountId"),
-            "name": field_text(so, "Account_Name__c"),
-            "tax_id": field_text(so, "Account_Tax_Id__c"),
-            "country": field_text(so, "Account_Country__c").upper()[:2],
-            "parent_id": field_text(so, "Account_Parent_Id__c"),
+            "id": value(a, "Id") or value(o, "AccountId"),
+            "name": value(a, "Name"),
+            "tax_id": value(a, "Tax_Id__c"),
+            "country": country[:2],
+            "parent_id": value(a, "ParentId"),
         },
     }
 

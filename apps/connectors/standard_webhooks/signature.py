@@ -21,7 +21,7 @@ import time
 
 from django.conf import settings
 
-from apps.connectors.callbacks import Rejected, json_body
+from apps.connectors.callbacks import Rejected, json_body, signed_at
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
@@ -53,12 +53,7 @@ def verify(secret: str, *, headers, body: bytes, max_age: int, who: str) -> str:
     sigs = headers.get("webhook-signature", "")
     if not msg_id or not ts or not sigs:
         raise Rejected(401, f"{who}: missing webhook-id, webhook-timestamp or webhook-signature header")
-    try:
-        age = abs(time.time() - int(ts))
-    except ValueError:
-        raise Rejected(401, f"{who}: webhook-timestamp is not a number of seconds")
-    if age > max_age:
-        raise Rejected(401, f"{who}: stale timestamp: the request was signed {int(age)} s ago (limit {max_age} s)")
+    signed_at(ts, name="webhook-timestamp", per_second=1, max_age=max_age, who=f"{who}: ")
     if not secret:
         raise Rejected(401, f"{who}: this connection has no signing secret configured")
     expected = sign(secret, msg_id, ts, body).encode()

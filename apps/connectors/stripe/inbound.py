@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import stripe
 
-from apps.connectors.callbacks import EventSpec, Rejected, json_body
+from apps.connectors import ids
+from apps.connectors.callbacks import EventSpec, Rejected, checked_id, json_body, signed_at
 from apps.finance.invoicing import parse_time, state_version, utc_text
 
 from .mapping import STRIPE_STATUS, invoice_view, money, unix_date
@@ -46,6 +47,9 @@ def _verify(conn, body: bytes, headers) -> str:
         raise Rejected(400, "Stripe: the body is not valid UTF-8")
     if not conn.inbound_secret:
         raise Rejected(401, "Stripe: this connection has no webhook signing secret (whsec_…) configured")
+    stamps = [item.split("=", 1)[1] for item in header.split(",") if item.strip().startswith("t=")]
+    if stamps:  # the library refuses an old `t` only; one ahead of now by more than the tolerance is refused too
+        signed_at(stamps[0], name="Stripe-Signature t", per_second=1, max_age=TOLERANCE_SECONDS, who="Stripe: ")
     try:
         stripe.WebhookSignature.verify_header(text, header, conn.inbound_secret, TOLERANCE_SECONDS)
     except stripe.SignatureVerificationError as exc:
@@ -71,10 +75,12 @@ def parse_event(conn, event) -> EventSpec:
     if created is None:
         raise Rejected(400, f"Stripe: event {event['id'][:60]} has no valid created time")
     etype = event["type"][:100]
-    spec = EventSpec(event_id=event["id"][:200], event_type=etype, body=event)
+    _stripe_id(event["id"], "id", "evt")
+    spec = EventSpec(event_id=event["id"], event_type=etype, body=event)
     if etype in INVOICE_EVENTS:
         if obj.get("object") != "invoice" or not obj.get("id"):
             raise Rejected(400, f"Stripe: {etype} event {event['id'][:60]} does not carry an invoice")
+        _checked_object(obj, {"id": "in", "customer": "cus"}, ("total", "amount_paid", "amount_remaining"))
         status = INVOICE_EVENTS[etype] or STRIPE_STATUS.get(str(obj.get("status")), "open")
         view = invoice_view(obj, status)
         spec.workflow = "invoice_payment_to_crm"
@@ -88,6 +94,7 @@ def parse_event(conn, event) -> EventSpec:
     if etype == "charge.dispute.created":
         if obj.get("object") != "dispute" or not obj.get("id"):
             raise Rejected(400, f"Stripe: {etype} event {event['id'][:60]} does not carry a dispute")
+        _checked_object(obj, {"id": "dp", "charge": "ch", "payment_intent": "pi"}, ("amount",))
         cur = str(obj.get("currency") or "").upper()
         dispute = {"id": str(obj["id"]), "charge": str(obj.get("charge") or ""),
                    "payment_intent": str(obj.get("payment_intent") or ""), "amount": money(obj.get("amount"), cur),
@@ -103,6 +110,30 @@ def parse_event(conn, event) -> EventSpec:
         return spec
     spec.ignored = f"no workflow acts on Stripe {etype!r} events"
     return spec
+
+
+# Stripe documents amounts of at most 8 digits for a charge; an invoice's may be longer, but no real one reaches
+# this: a larger number (`1e400`, a float) is not an amount in the currency's minor unit
+MAX_MINOR_UNITS = 10**15
+
+
+def _stripe_id(value, field: str, prefix: str) -> str:
+    """An id that goes into Stripe's API URLs and the record key: `<prefix>_` then letters and digits."""
+    return checked_id(lambda v: ids.stripe_id(v, prefix), value, field, "Stripe")
+
+
+def _checked_object(obj: dict, id_fields: dict, amount_fields: tuple) -> None:
+    """The object's ids in Stripe's format (the required `id`, the others when present) and its amounts whole
+    numbers of the currency's minor unit, or Rejected(400) naming the field."""
+    for name, prefix in id_fields.items():
+        if name == "id" or obj.get(name) not in (None, ""):
+            _stripe_id(obj.get(name), f"data.object.{name}", prefix)
+    for name in amount_fields:
+        value = obj.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or abs(value) >= MAX_MINOR_UNITS):
+            raise Rejected(400, f"Stripe: data.object.{name} must be a whole number of the currency's minor unit, "
+                                f"not {str(value)[:40]}")
 
 
 def verify_and_parse(conn, *, method: str, uris: list[str], body: bytes, headers) -> list[EventSpec]:

@@ -7,10 +7,11 @@ Sources:
   amended_start_date, amended_end_date, amended_rate_card, amended_billing_schedule) through CRM v3. A deal holds
   one current amendment, so the record is per deal (`amendment:deal-<id>`) and runs again for each newly
   approved amendment (reopen_on_update; a newer approval re-fetches).
-- Salesforce: an Outbound Message for `Contract_Amendment__c` (Status__c = Approved) carries every field; the
-  record is per amendment (`amendment:<Id>`).
+- Salesforce: an Outbound Message for `Contract_Amendment__c` (Status__c = Approved) is only a trigger (it is not
+  signed): the fetch stage reads the record through the REST API and uses only that; the record is per amendment
+  (`amendment:<Id>`).
 
-Stages: fetch (HubSpot) → validate → apply → psa_budget → erp_billing → forecast.
+Stages: fetch → validate → apply → psa_budget → erp_billing → forecast.
 
 Rules (validate, all problems listed at once):
 - the engagement is known: the opportunity/deal is linked to an engagement (or a person names its code);
@@ -39,6 +40,8 @@ from django.utils.dateparse import parse_datetime
 from apps.canonical import amendments
 from apps.canonical import services as canonical
 from apps.canonical.models import Engagement, RateCard
+from apps.connectors.hubspot import mapping as hubspot_mapping
+from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.core.dates import parse_date
 from apps.finance.money import exponent
 
@@ -56,8 +59,6 @@ OWNER_TEAM = {
 DEFAULT_TEAM = "pmo"
 PRIORITY = 2  # engagement set-up; a record held for finance gets the desk's business priority
 
-AMENDMENT_PROPERTIES = ["amendment_status", "amendment_id", "amended_amount", "amended_start_date",
-                        "amended_end_date", "amended_rate_card", "amended_billing_schedule"]
 # payload field → the engagement field it amends
 AMENDS = {"amended_amount": "contract_value", "amended_start_date": "start_date", "amended_end_date": "end_date",
           "amended_rate_card": "rate_card", "amended_billing_schedule": "billing_schedule"}
@@ -74,6 +75,7 @@ ERP_REFUSAL = Refusal("The ERP refused the change: {message} (field: {label}).",
     "custentity_handoff_contract_value": "amended_amount", "billingSchedule": "amended_billing_schedule",
     "scheduleType": "amended_billing_schedule", "frequency": "amended_billing_schedule"})
 DEAL_GONE = Refusal(not_found="HubSpot has no deal {deal_id} (deleted or merged?).")
+AMENDMENT_GONE = Refusal(not_found="Salesforce has no Contract_Amendment__c {amendment_id} (deleted?).")
 
 FREQUENCIES = {"weekly": "WEEKLY", "monthly": "MONTHLY", "quarterly": "QUARTERLY", "semi-annually": "SEMIANNUALLY",
                "annually": "ANNUALLY"}
@@ -246,37 +248,51 @@ def _approved_at(payload: dict) -> datetime | None:
 
 
 def stage_fetch(ctx) -> None:
-    """HubSpot's webhook names only the deal: read its amendment properties (again when a newer approval came)."""
-    if ctx.source.kind != "hubspot":
+    """The callback is only a trigger: read the amendment through the CRM's API (again when a newer approval
+    came) and build the payload from that alone. HubSpot: the deal's amendment properties; Salesforce: the
+    Contract_Amendment__c record."""
+    if ctx.source.kind not in ("hubspot", "salesforce"):
         return
     version = ctx.context.get("source_modified_at", "")
     if ctx.context.get("fetched") and ctx.context.get("fetched_for") == version:
         return  # fetched for this approval already (a resubmission keeps the person's fix)
-    deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.rsplit("-", 1)[-1]
     client = ctx.client_for(ctx.source)
+    if ctx.source.kind == "salesforce":
+        _salesforce_amendment(ctx, client, version)
+        return
+    deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.rsplit("-", 1)[-1]
     with DEAL_GONE.as_hold(deal_id=deal_id):
-        deal = client.request("GET", f"/crm/v3/objects/deals/{deal_id}",
-                              params={"properties": ",".join(AMENDMENT_PROPERTIES)},
-                              summary=f"fetch amendment of deal {deal_id}").json()
-    p = deal.get("properties") or {}
-    payload = {"deal_id": str(deal_id), "opportunity_id": str(deal.get("id") or deal_id),
-               "amendment_id": str(p.get("amendment_id") or ""),
-               "amended_amount": p.get("amended_amount") or "",
-               "amended_start_date": (p.get("amended_start_date") or "")[:10],
-               "amended_end_date": (p.get("amended_end_date") or "")[:10],
-               "amended_rate_card": p.get("amended_rate_card") or "",
-               "amended_billing_schedule": p.get("amended_billing_schedule") or "",
-               "approved_at": ctx.payload.get("approved_at") or version,
-               "source_modified_at": ctx.payload.get("source_modified_at") or version}
-    ctx.payload.clear()
-    ctx.payload.update(payload)
-    ctx.set_original(payload)
-    ctx.context.update(fetched=True, fetched_for=version)
-    status = str(p.get("amendment_status") or "")
+        deal = client.get_deal_amendment(deal_id)
+    payload = hubspot_mapping.canonical_from_deal_amendment(deal, deal_id)
+    payload["approved_at"] = ctx.payload.get("approved_at") or version
+    payload["source_modified_at"] = ctx.payload.get("source_modified_at") or version
+    _fetched(ctx, payload, version)
+    status = str((deal.get("properties") or {}).get("amendment_status") or "")
     if status.lower() != "approved":
         raise Hold([Problem("amendment_not_approved",
                             f"The amendment on deal {deal_id} is “{status or '(empty)'}” now, no longer approved: "
                             f"nothing was changed.", [], "hubspot", "")])
+
+
+def _salesforce_amendment(ctx, client, version: str) -> None:
+    """The Contract_Amendment__c as the REST API returns it; one the API does not show as Approved changes
+    nothing (and is fetched again on a resubmission, so a person cannot push it through)."""
+    amendment_id = ctx.payload.get("amendment_id") or ctx.record.source_key.split(":", 1)[1]
+    with AMENDMENT_GONE.as_hold(amendment_id=amendment_id):
+        record = client.get_amendment(amendment_id)
+    status = salesforce_mapping.value(record, "Status__c")
+    if status.lower() != "approved":
+        raise Hold([Problem("amendment_not_approved",
+                            f"Salesforce shows amendment {amendment_id} as “{status or '(empty)'}”, not Approved: "
+                            f"nothing was changed.", [], "salesforce", f"Status__c={status}")])
+    _fetched(ctx, salesforce_mapping.canonical_from_amendment(record), version)
+
+
+def _fetched(ctx, payload: dict, version: str) -> None:
+    ctx.payload.clear()
+    ctx.payload.update(payload)
+    ctx.set_original(payload)
+    ctx.context.update(fetched=True, fetched_for=version)
 
 
 def stage_validate(ctx) -> None:

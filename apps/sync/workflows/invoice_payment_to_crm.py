@@ -37,10 +37,11 @@ from django.utils import timezone
 from apps.canonical.models import Customer, Engagement, ExternalId, Milestone
 from apps.canonical.services import object_by_external_id
 from apps.connectors.hubspot import mapping as hubspot_mapping
+from apps.connectors.netsuite.client import record_path
 from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.finance import invoicing
 from apps.finance.models import Invoice
-from apps.finance.money import to_decimal_or_none
+from apps.finance.money import amount_problem, to_decimal_or_none
 from apps.finance.services import apply_invoice_state, upsert_payments
 
 from .base import Hold, Problem, Refusal, Stage, Workflow, register
@@ -114,6 +115,10 @@ def validate(payload: dict, *, source_kind: str = "", ref=None) -> list[Problem]
             continue
         if view.get("total") and to_decimal_or_none(view["total"]) is None:
             problems.append(Problem("payload_schema_invalid", f"Invoice {label} has no valid total.", []))
+        for name in ("total", "amount_paid", "amount_due"):
+            if view.get(name) not in (None, "") and (why := amount_problem(view[name], view["currency"])):
+                problems.append(Problem("payload_schema_invalid",
+                                        f"Invoice {label}: {name} “{view[name]}” {why}.", [name]))
         code = (payload.get("engagement_code") or "").strip()
         if code and not Engagement.objects.filter(code=code).exists():
             problems.append(Problem("unknown_customer", f"There is no engagement {code}.", ["engagement_code"]))
@@ -124,6 +129,10 @@ def validate(payload: dict, *, source_kind: str = "", ref=None) -> list[Problem]
                 f"{source.title()} invoice {label} belongs to a customer Handoff does not know "
                 f"({source} customer {view.get('customer_ref') or '?'}): name the engagement it was billed for.",
                 ["engagement_code"]))
+    for pay in payload.get("payments") or []:
+        if why := amount_problem(pay.get("amount"), pay.get("currency") or "", may_be_negative=False):
+            problems.append(Problem("payload_schema_invalid", f"Payment {pay.get('id') or '?'}: amount "
+                                    f"“{pay.get('amount')}” {why}.", ["amount"]))
     return problems
 
 
@@ -179,7 +188,7 @@ def stage_fetch(ctx) -> None:
         elif fetch == "invoices":
             views = []
             for invoice_id in dict.fromkeys(x["invoice_id"] for x in p.get("payments") or []):
-                rec = client.request("GET", f"/services/rest/record/v1/invoice/{invoice_id}",
+                rec = client.request("GET", record_path("invoice", invoice_id),
                                      summary=f"get invoice {invoice_id}").json()
                 view = netsuite_mapping.invoice_view(rec)
                 at = invoicing.parse_time(rec.get("lastModifiedDate"))

@@ -1,9 +1,10 @@
 """Quote-to-project: a closed-won opportunity becomes a customer in the ERP, a project in the PSA (and a job in
 the ERP), and the new ids are written back to the CRM opportunity.
 
-Stages: fetch (HubSpot only: the webhook carries ids) → validate → erp_customer → psa_project → erp_project →
-crm_writeback. Every downstream write is idempotent: NetSuite upserts by external id, Kantata is searched by
-engagement code before a workspace is created, and the CRM write-back is a PATCH of the same values.
+Stages: fetch (the callback is only a trigger: the opportunity is read through the CRM API) → validate →
+erp_customer → psa_project → erp_project → crm_writeback. Every downstream write is idempotent: NetSuite upserts
+by external id, Kantata is searched by engagement code before a workspace is created, and the CRM write-back is
+a PATCH of the same values.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from apps.canonical import services as canonical
 from apps.connectors.hubspot import mapping as hubspot_mapping
 from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.core.dates import parse_date
+from apps.finance.money import amount_problem
 
 from .base import Hold, Problem, Refusal, Stage, Workflow, register
 
@@ -23,6 +25,7 @@ from .base import Hold, Problem, Refusal, Stage, Workflow, register
 OWNER_TEAM = {
     "missing_legal_entity": "pmo", "invalid_legal_entity": "pmo", "currency_not_enabled": "pmo",
     "payload_schema_invalid": "pmo", "duplicate_customer_suspected": "pmo", "source_not_found": "pmo",
+    "opportunity_not_won": "pmo",  # the CRM record does not confirm the win its notification announced
     "unknown_billing_terms": "finance_ops", "missing_tax_profile": "finance_ops",
     "downstream_validation": "finance_ops",  # the ERP refused the customer's tax or terms data
 }
@@ -48,6 +51,7 @@ ERP_REFUSAL = Refusal("The ERP refused to {what}: {message} (field: {label}).", 
 PSA_REFUSAL = Refusal("The PSA refused to create the project: {message}.")
 CRM_REFUSAL = Refusal("The CRM refused the write-back of the new ids: {message}.")
 DEAL_GONE = Refusal(not_found="HubSpot has no deal {deal_id} (deleted or merged?).")
+OPPORTUNITY_GONE = Refusal(not_found="Salesforce has no opportunity {opp_id}, or not its account (deleted or merged?).")
 
 
 @dataclass
@@ -107,6 +111,9 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
     except (InvalidOperation, ValueError):
         problems.append(Problem("payload_schema_invalid",
                                 f"The amount “{amount}” is not a positive number.", ["amount"]))
+    else:
+        if currency in CURRENCIES and (why := amount_problem(amount, currency)):
+            problems.append(Problem("payload_schema_invalid", f"The amount “{amount}” {why}.", ["amount"]))
 
     ctype = payload.get("contract_type") or ""
     if ctype and ctype not in CONTRACT_TYPES:
@@ -169,21 +176,44 @@ def duplicate_problems(lookup: tuple, *, link_exists: bool = False, duplicates=(
 
 
 def stage_fetch(ctx) -> None:
-    """HubSpot webhooks carry only ids: fetch the deal and its company through the CRM v3 API."""
-    if ctx.source.kind != "hubspot" or ctx.context.get("fetched"):
+    """The callback is only a trigger: read the opportunity (HubSpot: the deal and its company; Salesforce: the
+    Opportunity and its Account) through the CRM's API, and build the payload from that alone."""
+    if ctx.context.get("fetched") or ctx.source.kind not in ("hubspot", "salesforce"):
         return
     client = ctx.client_for(ctx.source)
-    deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.split(":", 1)[1]
-    with DEAL_GONE.as_hold(deal_id=deal_id):
-        deal = client.get_deal(deal_id)
-    company_id = hubspot_mapping.deal_company_id(deal)
-    company = client.get_company(company_id) if company_id else None
-    canonical_payload = hubspot_mapping.canonical_from_deal(deal, company)
-    canonical_payload["deal_id"] = deal_id
+    if ctx.source.kind == "hubspot":
+        deal_id = ctx.payload.get("deal_id") or ctx.record.source_key.split(":", 1)[1]
+        with DEAL_GONE.as_hold(deal_id=deal_id):
+            deal = client.get_deal(deal_id)
+        company_id = hubspot_mapping.deal_company_id(deal)
+        company = client.get_company(company_id) if company_id else None
+        canonical_payload = hubspot_mapping.canonical_from_deal(deal, company)
+        canonical_payload["deal_id"] = deal_id
+    else:
+        canonical_payload = _salesforce_opportunity(ctx, client)
     ctx.payload.clear()
     ctx.payload.update(canonical_payload)
     ctx.set_original(canonical_payload)
     ctx.context["fetched"] = True
+
+
+def _salesforce_opportunity(ctx, client) -> dict:
+    """The Opportunity and its Account as the REST API returns them. What the Outbound Message said is not used:
+    an opportunity the API does not show as won is held (not set up), so a forged or outdated notification
+    creates nothing; Salesforce's next notification of a win starts the record over with the newer record."""
+    opp_id = ctx.payload.get("opportunity_id") or ctx.record.source_key.split(":", 1)[1]
+    with OPPORTUNITY_GONE.as_hold(opp_id=opp_id):
+        opportunity = client.get_opportunity(opp_id)
+        account_id = salesforce_mapping.value(opportunity, "AccountId")
+        account = client.get_account(account_id) if account_id else None
+    won_stages = ctx.source.settings.get("closed_won_stages", ["Closed Won"])
+    if not salesforce_mapping.is_won(opportunity, won_stages):
+        stage = salesforce_mapping.value(opportunity, "StageName") or "(none)"
+        raise Hold([Problem("opportunity_not_won",
+                            f"Salesforce shows opportunity {opp_id} at stage “{stage}”, not closed-won: no project "
+                            f"was set up. When it is won, Salesforce's notification starts this record over.",
+                            [], "salesforce", f"StageName={stage}")])
+    return salesforce_mapping.canonical_from_opportunity(opportunity, account)
 
 
 def stage_validate(ctx) -> None:

@@ -26,7 +26,7 @@ from apps.sync.workflows import change_order as co
 
 from tests import builders as fx
 from tests.worker import run_worker, sandbox_count
-from tests.callbacks import assert_only_rejection, deal_event, outbound, post_hubspot, post_salesforce
+from tests.callbacks import assert_only_rejection, deal_event, outbound, post_hubspot, post_salesforce, salesforce_id
 
 T1 = datetime(2026, 11, 2, 9, 0, tzinfo=dt_tz.utc)
 T2 = datetime(2026, 11, 9, 9, 0, tzinfo=dt_tz.utc)
@@ -85,18 +85,16 @@ class TestCallbacks:
         response = post_hubspot(APIClient(), [amendment_event(**overrides)])
         assert_only_rejection(response, 400, reason_contains=reason)
 
-    def test_an_approved_salesforce_amendment_is_acked_and_carries_every_field(self, connections):
+    def test_an_approved_salesforce_amendment_is_acked_and_stored_as_a_trigger(self, connections):
         response = post_salesforce(APIClient(), amendment_message(("04lAMD1", amendment_fields())))
 
         assert response.status_code == 200 and b"<Ack>true</Ack>" in response.content
         stored = InboundEvent.objects.get()
         assert (stored.workflow, stored.source_key, stored.event_type) == (
             "change_order", "amendment:a0A5g000001AMD1", "outbound_message:Contract_Amendment__c")
-        assert stored.payload == {
-            "amendment_id": "a0A5g000001AMD1", "opportunity_id": "006SB0000000000001",
-            "amended_amount": "150000.00", "amended_start_date": "2026-12-01", "amended_end_date": "2027-06-30",
-            "amended_rate_card": "Standard USD 2026", "amended_billing_schedule": "monthly in arrears",
-            "approved_at": "2026-11-20T10:15:00.000Z", "source_modified_at": "2026-11-20T10:15:00.000Z"}
+        # the message's values are not the amendment: the fetch stage reads it through the REST API
+        assert stored.payload == {"amendment_id": "a0A5g000001AMD1", "notification_id": "04lAMD1",
+                                  "source_modified_at": "2026-11-20T10:15:00.000Z"}
         # redelivered until acked: stored once
         post_salesforce(APIClient(), amendment_message(("04lAMD1", amendment_fields())))
         assert InboundEvent.objects.get().deliveries == 2
@@ -295,9 +293,9 @@ def _workspace(e: Engagement) -> SandboxObject:
 
 
 def _send_amendment(deliverer, live_server, fields: dict):
-    url = f"{live_server.url}/api/v1/callbacks/salesforce/"
-    return deliverer.http.post(url, data=amendment_message((f"04l{fields['Id'][3:]}", fields)), timeout=10,
-                               headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
+    """The amendment as Salesforce holds it (what Handoff reads), then its Outbound Message."""
+    deliverer.store_salesforce("Contract_Amendment__c", fields)
+    return deliverer.send_salesforce([(f"04l{fields['Id'][3:]}", fields)], sobject_type="Contract_Amendment__c")
 
 
 @pytestmark_e2e
@@ -371,7 +369,7 @@ def test_a_change_below_what_is_invoiced_is_held_for_finance_fixed_and_resubmitt
                                                                                   bob):
     e = _won(deliverer, "salesforce", 42)
     fx.invoice(e, "60000.00", period=date.today().replace(day=1))
-    fields = amendment_fields(amendment_id="a0ASB0000000HELD1", opportunity_id=_opportunity_id(e, "salesforce"),
+    fields = amendment_fields(amendment_id=salesforce_id("a0ASBHELD1"), opportunity_id=_opportunity_id(e, "salesforce"),
                               New_Contract_Value__c="50000.00", Rate_Card__c=f"Standard {e.currency} 2026",
                               New_Start_Date__c=e.start_date.isoformat(),
                               New_End_Date__c=(e.start_date + timedelta(days=90)).isoformat())
@@ -421,10 +419,11 @@ def test_a_change_below_what_is_invoiced_is_held_for_finance_fixed_and_resubmitt
 def test_an_older_amendment_arriving_late_never_overwrites_the_newer_one(deliverer, live_server):
     e = _won(deliverer, "salesforce", 43)
     opp = _opportunity_id(e, "salesforce")
-    newer = amendment_fields(amendment_id="a0ASB0000000NEW02", opportunity_id=opp, New_Contract_Value__c="400000.00",
+    new_id, old_id = salesforce_id("a0ASBNEW02"), salesforce_id("a0ASBOLD01")
+    newer = amendment_fields(amendment_id=new_id, opportunity_id=opp, New_Contract_Value__c="400000.00",
                              Rate_Card__c="", New_Start_Date__c="", New_End_Date__c="",
                              SystemModstamp="2026-11-21T09:00:00.000Z")
-    older = amendment_fields(amendment_id="a0ASB0000000OLD01", opportunity_id=opp, New_Contract_Value__c="300000.00",
+    older = amendment_fields(amendment_id=old_id, opportunity_id=opp, New_Contract_Value__c="300000.00",
                              Rate_Card__c="", New_Start_Date__c="", New_End_Date__c="",
                              SystemModstamp="2026-11-20T09:00:00.000Z")
 
@@ -433,12 +432,12 @@ def test_an_older_amendment_arriving_late_never_overwrites_the_newer_one(deliver
     _send_amendment(deliverer, live_server, older)
     run_worker()
 
-    late = SyncRecord.objects.get(source_key="amendment:a0ASB0000000OLD01")
+    late = SyncRecord.objects.get(source_key=f"amendment:{old_id}")
     assert late.status == "succeeded"
-    assert (late.context["outcome"], late.context["superseded_by"]) == ("superseded", "a0ASB0000000NEW02")
+    assert (late.context["outcome"], late.context["superseded_by"]) == ("superseded", new_id)
     e.refresh_from_db()
     assert e.contract_value == Decimal("400000.00")
-    assert list(EngagementChange.objects.values_list("change_id", flat=True)) == ["a0ASB0000000NEW02"]
+    assert list(EngagementChange.objects.values_list("change_id", flat=True)) == [new_id]
     ws = _workspace(e)
     assert (ws.data["price"], ws.writes) == ("400000.00", 2)  # the late one wrote nothing downstream
     assert ForecastRefresh.objects.count() == 1

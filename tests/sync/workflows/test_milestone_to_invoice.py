@@ -24,7 +24,7 @@ from apps.sync.intake import process_inbox
 from apps.sync.models import Attempt, InboundEvent, SyncRecord
 
 from tests.worker import inject, run_worker, sandbox_count
-from tests.builders import linked_engagement, story
+from tests.builders import linked_engagement, story, workspace_id
 from tests.callbacks import kantata_envelope, post_kantata
 
 D = Decimal
@@ -112,7 +112,7 @@ def test_a_completed_milestone_story_makes_one_record(connections, api):
     process_inbox()
     rec = SyncRecord.objects.get()
     assert (rec.workflow, rec.source_key, rec.priority) == ("milestone_to_invoice", "story:777", 1)
-    assert rec.current_payload["amount"] == "12345.67" and rec.current_payload["workspace_id"] == f"ws-{e.pk}"
+    assert rec.current_payload["amount"] == "12345.67" and rec.current_payload["workspace_id"] == workspace_id(e)
     assert InboundEvent.objects.get(event_id="msg_777").deliveries == 2
 
 
@@ -145,7 +145,7 @@ def hold(api, data) -> SyncRecord:
 
 
 @pytest.mark.parametrize("setup, change, reason, team", [
-    ({}, {"workspace": "ws-unknown"}, "unknown_project", "pmo"),
+    ({}, {"workspace": "999999999"}, "unknown_project", "pmo"),
     ({"contract_type": "t_and_m", "billing_schedule": "monthly in arrears"}, {}, "contract_not_milestone_billed",
      "finance_ops"),
     ({"contract_type": "retainer"}, {}, "contract_not_milestone_billed", "finance_ops"),
@@ -356,7 +356,7 @@ def test_completing_a_milestone_story_in_the_psa_sandbox_sends_the_signed_callba
     url = f"{callbacks_to_handoff.url}/sandbox/kantata/api/v1/stories"
     auth = {"Authorization": "Bearer sandbox-kantata-token"}
     created = requests.post(f"{url}.json", json={"story": {
-        "title": "Go-live", "workspace_id": f"ws-{e.pk}", "story_type": "milestone", "price": "7500.00",
+        "title": "Go-live", "workspace_id": workspace_id(e), "story_type": "milestone", "price": "7500.00",
         "currency": "USD"}}, headers=auth, timeout=10).json()
     [sid] = [r["id"] for r in created["results"]]
     assert requests.put(f"{url}/{sid}.json", json={"story": {"state": "started"}}, headers=auth,

@@ -9,14 +9,12 @@ import pytest
 from apps.canonical.models import Customer
 from apps.canonical.ownership import NotSystemOfRecord, assert_may_write
 from apps.canonical.services import customer_upsert, external_id_link
-from apps.connectors.base import DownstreamError, parse_retry_after
+from apps.connectors.base import DownstreamError, exact_json, parse_retry_after
 from apps.connectors.hubspot.mapping import canonical_from_deal, deal_company_id
-from apps.connectors.salesforce.inbound import parse_notifications
+from apps.connectors.salesforce.mapping import canonical_from_opportunity, is_won
 from apps.sync.engine import backoff_seconds
 from apps.sync.workflows.base import WORKFLOW_MODULES, Hold
 from apps.sync.workflows.quote_to_project import DEAL_GONE, ERP_REFUSAL, WORKFLOW, validate
-
-from tests.callbacks import outbound
 
 pytestmark = pytest.mark.django_db
 
@@ -170,16 +168,20 @@ def test_hubspot_deal_and_company_map_to_the_canonical_opportunity():
     assert p["account"] == {"id": "9", "name": "Acme", "tax_id": "DE1", "country": "DE", "parent_id": ""}
 
 
-def test_salesforce_outbound_message_maps_to_the_canonical_opportunity(connections):
-    body = outbound(org_id=connections["salesforce"].organization_id, notifications=[
-        ("04l1", {"Id": "006A", "Name": "Opp <A&B>", "StageName": "Closed Won", "Amount": "5.50",
-                  "CurrencyIsoCode": "gbp", "AccountId": "001A", "Account_Name__c": "A&B Ltd",
-                  "Account_Tax_Id__c": "GB123456789", "Legal_Entity__c": "UK01"})])
-    [spec] = parse_notifications(connections["salesforce"], body)
-    assert spec.workflow == "quote_to_project" and spec.source_key == "opportunity:006A"
-    assert spec.payload["opportunity_name"] == "Opp <A&B>"
-    assert spec.payload["currency"] == "GBP"
-    assert spec.payload["account"]["name"] == "A&B Ltd"
+def test_salesforce_records_map_to_the_canonical_opportunity():
+    # as the REST API returns them: a currency field is a JSON number (read as Decimal), null for no value
+    opportunity = exact_json(
+        '{"attributes": {"type": "Opportunity", "url": "/services/data/v62.0/sobjects/Opportunity/006A"}, '
+        '"Id": "006A", "Name": "Opp <A&B>", "StageName": "Closed Won", "IsWon": true, "Amount": 5.50, '
+        '"CurrencyIsoCode": "gbp", "AccountId": "001A", "Legal_Entity__c": "UK01", "CloseDate": "2026-11-20", '
+        '"End_Date__c": null}')
+    account = {"Id": "001A", "Name": "A&B Ltd", "Tax_Id__c": "GB123456789", "BillingCountryCode": "gb"}
+    p = canonical_from_opportunity(opportunity, account)
+    assert is_won(opportunity, ["Closed Won"])
+    assert (p["opportunity_id"], p["opportunity_name"], p["amount"]) == ("006A", "Opp <A&B>", "5.50")
+    assert (p["currency"], p["close_date"], p["end_date"], p["legal_entity"]) == ("GBP", "2026-11-20", "", "UK01")
+    assert p["account"] == {"id": "001A", "name": "A&B Ltd", "tax_id": "GB123456789", "country": "GB",
+                            "parent_id": ""}
 
 
 def test_backoff_grows_with_jitter_caps_and_honours_retry_after(connections):
