@@ -31,7 +31,7 @@ from . import refusals
 from .models import Connection, InboundEvent, SyncRecord
 from .record_states import reset_fields
 from .wakeup import PRIORITY_QUEUE, wake
-from .workflows.base import get_workflow
+from .workflows.catalog import get_workflow
 
 log = logging.getLogger("handoff.intake")
 

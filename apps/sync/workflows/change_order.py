@@ -42,7 +42,7 @@ from apps.canonical.models import Engagement, RateCard
 from apps.core.dates import parse_date
 from apps.finance.money import exponent
 
-from .base import Hold, Problem, Refusal, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow
 
 # whose queue a held change order lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
 OWNER_TEAM = {
@@ -404,7 +404,7 @@ def on_hold(ctx, problems) -> None:
                               approved_at=_approved_at(ctx.payload), values=values)
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name="change_order",
     label="Change orders",
     stages=[
@@ -425,4 +425,4 @@ WORKFLOW = register(Workflow(
     field_labels=FIELD_LABELS,
     summary=summary,
     reopen_on_update=True,
-))
+)
