@@ -1,5 +1,6 @@
 """The workflows Handoff runs (DOMAIN.md workflows 1–7, in its order), by name: the one place that imports them
-all. Modules a workflow imports (directly or not) never import this one; they are handed the Workflow instead."""
+all. Modules a workflow imports (directly or not) never import this one: they are handed the Workflow, or import
+the one workflow module they serve (apps/forecast/services.py: actuals_to_forecast)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from . import (
 )
 from .base import Workflow
 
-WORKFLOWS: dict[str, Workflow] = {m.WORKFLOW.name: m.WORKFLOW for m in (
-    quote_to_project, time_to_billing, milestone_to_invoice, invoice_payment_to_crm, change_order,
-    actuals_to_forecast, reconciliation,
-)}
+# each module declares its WORKFLOW and the tables it reads (OWNER_TEAM, DEFAULT_TEAM, PRIORITY)
+MODULES = (quote_to_project, time_to_billing, milestone_to_invoice, invoice_payment_to_crm, change_order,
+           actuals_to_forecast, reconciliation)
+WORKFLOWS: dict[str, Workflow] = {m.WORKFLOW.name: m.WORKFLOW for m in MODULES}
 
 
 def get_workflow(name: str) -> Workflow:
