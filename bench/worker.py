@@ -25,9 +25,7 @@ def main() -> int:
     # import what the jobs use, so the first job does not pay for it
     import apps.connectors.clients  # noqa: F401
     import apps.sync.jobs  # noqa: F401
-    from apps.sync.workflows.base import all_workflows
-
-    all_workflows()
+    import apps.sync.workflows.catalog  # noqa: F401
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 0

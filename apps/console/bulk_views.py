@@ -26,7 +26,7 @@ from apps.sync.bulk_run import failures_of
 from apps.sync.desk import TEAM_GROUPS
 from apps.sync.errors import NotAllowed
 from apps.sync.models import BulkAction
-from apps.sync.payload import field_label
+from apps.sync.workflows.catalog import field_label
 
 from .forms import fix_choices
 from .queue import held_queryset

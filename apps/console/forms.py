@@ -6,7 +6,8 @@ from django import forms
 
 from apps.canonical.models import CURRENCIES, Engagement, LegalEntity, PaymentTerms
 from apps.canonical.services import customer_find_duplicates
-from apps.sync.payload import field_label, get_path
+from apps.sync.payload import get_path
+from apps.sync.workflows.catalog import field_label
 
 
 def fix_choices(path: str) -> list[tuple[str, str]] | None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.core.inputs import param_date
 from apps.sync.models import Attempt, AuditEntry, Connection, InboundEvent, SyncRecord
-from apps.sync.workflows.base import all_workflows
+from apps.sync.workflows.catalog import all_workflows
 
 BILLING_WORKFLOWS = ("time_to_billing", "milestone_to_invoice", "invoice_payment_to_crm", "reconciliation")
 RECONCILIATION_WORKFLOW = "reconciliation"

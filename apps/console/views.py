@@ -18,7 +18,7 @@ from apps.core.inputs import param_choice, param_int, param_page
 from apps.sync import desk, services
 from apps.sync.selectors import backlog
 from apps.sync.models import Connection, InboundEvent, SyncRecord, SyncRun
-from apps.sync.workflows.base import all_workflows, get_workflow
+from apps.sync.workflows.catalog import all_workflows, get_workflow
 from apps.sync.payload import get_path
 
 from .forms import FixForm

@@ -83,7 +83,7 @@ def collect(now=None) -> str:
     from apps.sync.engine import due_filter
     from apps.sync.wakeup import PRIORITY_QUEUE, QUEUE_PRIORITIES
     from apps.sync.models import Attempt, Connection, InboundEvent, SyncRecord
-    from apps.sync.workflows.base import all_workflows
+    from apps.sync.workflows.catalog import all_workflows
 
     started = time.monotonic()
     now = now or timezone.now()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from apps.sync.models import SyncRecord
+from apps.sync.workflows.catalog import WORKFLOWS
 
 from .book_reference import aware
 
@@ -16,14 +17,8 @@ def sync_records(book, engagements, data) -> list[SyncRecord]:
     kantata, stripe, netsuite = book.conns["kantata"], book.conns["stripe"], book.conns["netsuite"]
     recs = []
 
-    def last_stage(workflow: str) -> str:
-        from apps.sync.workflows.base import REGISTRY, all_workflows
-
-        all_workflows()
-        return REGISTRY[workflow].stages[-1].name if workflow in REGISTRY else "done"
-
-    stages = {w: last_stage(w) for w in ("quote_to_project", "time_to_billing", "milestone_to_invoice",
-                                         "invoice_payment_to_crm")}
+    stages = {w: WORKFLOWS[w].stages[-1].name for w in ("quote_to_project", "time_to_billing", "milestone_to_invoice",
+                                                       "invoice_payment_to_crm")}
 
     def rec(workflow, conn, key, title, created, minutes, amount=None, currency="", code=""):
         r = SyncRecord(workflow=workflow, stage=stages[workflow],

@@ -29,11 +29,10 @@ from apps.finance.models import FinancePolicy
 from apps.sync.desk import user_teams
 from apps.sync.models import AuditEntry, Connection, SyncRecord
 from apps.sync.wakeup import PRIORITY_QUEUE, wake
-from apps.sync.workflows.base import get_workflow
+from apps.sync.workflows.actuals_to_forecast import WORKFLOW as REFRESH_WORKFLOW
 
 from .models import ForecastRefresh
 
-WORKFLOW = "actuals_to_forecast"
 OPEN_STATUSES = ("pending", "in_progress", "retrying", "held", "dead")
 REFRESH_TEAMS = {"finance_ops", "integration_admin"}
 SCHEDULE_GAP = timedelta(minutes=30)  # well under the hourly interval, which drifts by the queue's delay
@@ -70,7 +69,7 @@ def forecast_connection() -> Connection:
 
 def open_full_refresh() -> tuple[ForecastRefresh, str] | None:
     """The full refresh still open, with its record's status (one query)."""
-    ids = SyncRecord.objects.filter(workflow=WORKFLOW, status__in=OPEN_STATUSES).values("id")
+    ids = SyncRecord.objects.filter(workflow=REFRESH_WORKFLOW.name, status__in=OPEN_STATUSES).values("id")
     refresh = (ForecastRefresh.objects.filter(engagement__isnull=True, sync_record_id__in=ids)
                .order_by("-created_at").first())
     if refresh is None:
@@ -82,7 +81,6 @@ def request_refresh(*, trigger: str, engagement=None, actor=None, reason: str = 
     """Queue a refresh (all engagements, or one): the row, its sync record and — for a person — an audit entry,
     in one transaction; a worker is woken once it commits."""
     conn = forecast_connection()
-    wf = get_workflow(WORKFLOW)
     now = timezone.now()
     with transaction.atomic():
         if engagement is None:
@@ -95,10 +93,11 @@ def request_refresh(*, trigger: str, engagement=None, actor=None, reason: str = 
                    "engagement_code": engagement.code if engagement else "",
                    "scope": engagement.code if engagement else "all engagements"}
         record = SyncRecord.objects.create(
-            workflow=wf.name, stage=wf.stages[0].name, status=SyncRecord.Status.PENDING, source_connection=conn,
-            source_key=f"refresh:{refresh.pk}", title=wf.summary(payload)["title"], original_payload=payload,
-            current_payload=payload, context={"refresh_id": refresh.pk}, priority=wf.priority(payload),
-            next_attempt_at=now, owner_team=wf.owner_team(""))
+            workflow=REFRESH_WORKFLOW.name, stage=REFRESH_WORKFLOW.stages[0].name, status=SyncRecord.Status.PENDING,
+            source_connection=conn, source_key=f"refresh:{refresh.pk}",
+            title=REFRESH_WORKFLOW.summary(payload)["title"], original_payload=payload, current_payload=payload,
+            context={"refresh_id": refresh.pk}, priority=REFRESH_WORKFLOW.priority(payload), next_attempt_at=now,
+            owner_team=REFRESH_WORKFLOW.owner_team(""))
         refresh.sync_record_id = record.pk
         refresh.save(update_fields=["sync_record_id"])
         if actor is not None:

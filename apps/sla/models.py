@@ -15,6 +15,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from apps.sync.workflows.catalog import all_workflows
+
 from . import clock
 
 WEEKDAYS = [(0, "Monday"), (1, "Tuesday"), (2, "Wednesday"), (3, "Thursday"), (4, "Friday"), (5, "Saturday"),
@@ -170,8 +172,6 @@ class SlaPolicy(models.Model):
         return self.name
 
     def clean(self):
-        from apps.sync.workflows.base import all_workflows
-
         errors = {}
         if self.kind == self.Kind.EXCEPTION and self.stage:
             errors["stage"] = "Exception policies apply at any stage; leave the stage blank."

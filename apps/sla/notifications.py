@@ -17,6 +17,7 @@ from django.core.mail import send_mail
 from django.urls import NoReverseMatch, reverse
 
 from apps.sync.models import SyncRecord
+from apps.sync.workflows.catalog import all_workflows
 
 log = logging.getLogger("handoff.sla")
 
@@ -32,8 +33,6 @@ def _team_label(team: str) -> str:
 
 
 def _workflow_label(name: str) -> str:
-    from apps.sync.workflows.base import all_workflows
-
     labels = {wf.name: wf.label for wf in all_workflows()}
     return labels.get(name, name.replace("_", " ").capitalize())
 

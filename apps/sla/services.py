@@ -28,6 +28,7 @@ from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from apps.sync.models import SyncRecord
+from apps.sync.workflows.catalog import all_workflows
 
 from . import clock
 from .models import BusinessCalendar, EntityCalendar, SlaPolicy
@@ -123,8 +124,6 @@ class Evaluator:
 
     @classmethod
     def load(cls) -> "Evaluator":
-        from apps.sync.workflows.base import all_workflows
-
         policies = [Policy.from_model(p) for p in SlaPolicy.objects.filter(active=True).order_by("pk")]
         calendars = {}
         default = None

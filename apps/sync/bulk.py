@@ -26,7 +26,7 @@ from .desk import actor_scope
 from .errors import NotAllowed
 from .models import BulkAction, SyncRecord
 from .services import apply_changes
-from .workflows.base import get_workflow
+from .workflows.catalog import get_workflow
 
 log = logging.getLogger("handoff.bulk")
 

@@ -22,7 +22,8 @@ from .models import SyncRecord
 from .payload import get_path
 from .record_states import needs_validation
 from .workflows import quote_to_project
-from .workflows.base import Problem, all_workflows, get_workflow
+from .workflows.base import Problem
+from .workflows.catalog import all_workflows, get_workflow
 
 EXAMPLES = 5
 

@@ -19,7 +19,7 @@ from .models import AuditEntry, BulkAction, SyncRecord
 from .record_states import ignored_fields, reset_fields, restart_stage, sql_assignments
 from .services import apply_changes
 from .wakeup import PRIORITY_QUEUE, wake
-from .workflows.base import get_workflow
+from .workflows.catalog import get_workflow
 
 log = logging.getLogger("handoff.bulk")
 

@@ -36,7 +36,8 @@ from .models import Connection, SyncRecord, SyncRun
 from .queue_columns import summary_fields
 from .record_states import held_fields, sql_assignments, succeeded_fields
 from .wakeup import QUEUE_PRIORITIES, wake
-from .workflows.base import Hold, Problem, get_workflow
+from .workflows.base import Hold, Problem
+from .workflows.catalog import get_workflow
 
 log = logging.getLogger("handoff.engine")
 

@@ -32,7 +32,7 @@ from .callback_secrets import PATH_SECRET_KINDS, callback_secret_matches
 from .models import Connection, InboundEvent, SyncRecord
 from .record_states import reset_fields
 from .wakeup import PRIORITY_QUEUE, wake
-from .workflows.base import get_workflow
+from .workflows.catalog import get_workflow
 
 log = logging.getLogger("handoff.intake")
 

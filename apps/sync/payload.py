@@ -1,11 +1,9 @@
 """Reading and changing a record's payload by canonical field path ("account.tax_id"), as the fix form, the
-bulk fix, the personal-data mask and the API name fields."""
+bulk fix, the personal-data mask and the API name fields (their words: workflows.catalog.field_label)."""
 
 from __future__ import annotations
 
 import re
-
-from .workflows.base import all_workflows
 
 
 def get_path(payload: dict, path: str):
@@ -37,10 +35,3 @@ def normalise_fix(field_name: str, value: str):
         return re.sub(r"\s+", "", value)
     return value
 
-
-def field_label(path: str) -> str:
-    """The words for a canonical field path, from whichever workflow names it."""
-    for wf in all_workflows():
-        if path in wf.field_labels:
-            return wf.field_labels[path]
-    return path.replace("_", " ").replace(".", " ")

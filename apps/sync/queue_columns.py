@@ -8,7 +8,7 @@ import hashlib
 import re
 from decimal import Decimal, InvalidOperation
 
-from .workflows.base import get_workflow
+from .workflows.catalog import get_workflow
 
 MONEY_WORKFLOWS = {"time_to_billing", "milestone_to_invoice", "invoice_payment_to_crm", "reconciliation"}
 REFERENCE_WORKFLOWS = {"reference_data"}

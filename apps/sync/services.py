@@ -14,7 +14,7 @@ from .models import AuditEntry, SyncRecord
 from .payload import get_path, normalise_fix, set_path
 from .record_states import ignored_fields, needs_validation, reset_fields, restart_stage
 from .wakeup import PRIORITY_QUEUE, wake
-from .workflows.base import get_workflow
+from .workflows.catalog import get_workflow
 
 
 def apply_changes(payload: dict, changes: dict) -> tuple[dict, dict, dict]:

@@ -24,7 +24,7 @@ from apps.reconcile.models import ReconciliationLine, ReconciliationRun
 from apps.sync import engine
 from apps.sync import services as sync_services
 from apps.sync.models import AuditEntry, SyncRecord
-from apps.sync.workflows.base import get_workflow
+from apps.sync.workflows.catalog import get_workflow
 
 from tests.builders import D, engagement, expense, invoice, revenue, time_entry
 from tests.worker import run_worker

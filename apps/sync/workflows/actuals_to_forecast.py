@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from apps.connectors.base import DownstreamError
 
-from .base import Hold, Problem, Refusal, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow
 
 # whose queue a held refresh lands in: rows the model refused are finance's data; anything else is the
 # connection's (the integration admin's)
@@ -157,7 +157,7 @@ def on_hold(ctx, problems) -> None:
         result=ctx.context.get("import_result") or {})
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name="actuals_to_forecast",
     label="Actuals to forecast",
     stages=[
@@ -173,4 +173,4 @@ WORKFLOW = register(Workflow(
     on_hold=on_hold,
     field_labels={"refresh_id": "forecast refresh"},
     summary=summary,
-))
+)

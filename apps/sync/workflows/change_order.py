@@ -45,7 +45,7 @@ from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.core.dates import parse_date
 from apps.finance.money import exponent
 
-from .base import Hold, Problem, Refusal, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow
 
 # whose queue a held change order lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
 OWNER_TEAM = {
@@ -420,7 +420,7 @@ def on_hold(ctx, problems) -> None:
                               approved_at=_approved_at(ctx.payload), values=values)
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name="change_order",
     label="Change orders",
     stages=[
@@ -441,4 +441,4 @@ WORKFLOW = register(Workflow(
     field_labels=FIELD_LABELS,
     summary=summary,
     reopen_on_update=True,
-))
+)

@@ -44,7 +44,7 @@ from apps.finance.models import Invoice
 from apps.finance.money import amount_problem, to_decimal_or_none
 from apps.finance.services import apply_invoice_state, upsert_payments
 
-from .base import Hold, Problem, Refusal, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow
 
 # every hold is finance ops' (base.ADMIN_TEAM adds Handoff's own failures and outages)
 OWNER_TEAM: dict[str, str] = {}
@@ -349,7 +349,7 @@ def stage_crm(ctx) -> None:
         _write_crm(ctx)
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name="invoice_payment_to_crm",
     label="Invoices and payments to CRM",
     stages=[
@@ -366,4 +366,4 @@ WORKFLOW = register(Workflow(
     field_labels=FIELD_LABELS,
     summary=summary,
     reopen_on_update=True,
-))
+)

@@ -39,7 +39,7 @@ from apps.finance.models import Invoice
 from apps.finance.money import find_rate, month_start, round_money, to_decimal_or_none
 from apps.finance.services import apply_invoice_state
 
-from .base import Hold, Problem, Refusal, Stage, Workflow, problems_from, register
+from .base import Hold, Problem, Refusal, Stage, Workflow, problems_from
 
 # whose queue a held milestone lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
 OWNER_TEAM = {  # the PSA's milestone or its project link must be corrected
@@ -262,7 +262,7 @@ def stage_record(ctx) -> None:
     ctx.on_commit(apply)
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name="milestone_to_invoice",
     label="Milestone to invoice",
     stages=[
@@ -279,4 +279,4 @@ WORKFLOW = register(Workflow(
     first_stage_on_restart="validate",
     field_labels=FIELD_LABELS,
     summary=summary,
-))
+)

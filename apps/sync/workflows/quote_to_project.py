@@ -19,7 +19,7 @@ from apps.connectors.salesforce import mapping as salesforce_mapping
 from apps.core.dates import parse_date
 from apps.finance.money import amount_problem
 
-from .base import Hold, Problem, Refusal, Stage, Workflow, register
+from .base import Hold, Problem, Refusal, Stage, Workflow
 
 # whose queue a held opportunity lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
 OWNER_TEAM = {
@@ -340,7 +340,7 @@ def on_hold(ctx, problems) -> None:
         client.update_opportunity(opp_id, salesforce_mapping.opportunity_status(status))
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name="quote_to_project",
     label="Quote to project",
     stages=[
@@ -359,4 +359,4 @@ WORKFLOW = register(Workflow(
     first_stage_on_restart="validate",
     on_hold=on_hold,
     field_labels=FIELD_LABELS,
-))
+)

@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from .base import Hold, Problem, Stage, Workflow, register
+from .base import Hold, Problem, Stage, Workflow
 
 NAME = "reconciliation"
 # every hold is finance ops' (base.ADMIN_TEAM adds Handoff's own failures and outages)
@@ -147,7 +147,7 @@ def stage_check(ctx) -> None:
     raise Hold([variance_problem(p)])
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name=NAME,
     label="Reconciliation",
     stages=[Stage(STAGE, "Check delivered vs billed vs recognised", stage_check)],
@@ -159,4 +159,4 @@ WORKFLOW = register(Workflow(
     first_stage_on_restart=STAGE,
     field_labels=FIELD_LABELS,
     summary=summary,
-))
+)

@@ -32,7 +32,7 @@ from apps.finance import services as finance
 from apps.core.dates import parse_date
 from apps.finance.billable import BILL_ANYWAY, EXPENSE, REVERSE, TIME, Quantities, Reference, Valuation, entry_title
 
-from .base import Hold, Problem, Refusal, Stage, Workflow, problems_from, register
+from .base import Hold, Problem, Refusal, Stage, Workflow, problems_from
 
 NAME = "time_to_billing"
 # whose queue a held entry lands in (base.ADMIN_TEAM adds Handoff's own failures and outages)
@@ -342,7 +342,7 @@ def reverse(ctx, client, record_type, eid, what) -> None:
                                                       source_role=ctx.source.role, at=now))
 
 
-WORKFLOW = register(Workflow(
+WORKFLOW = Workflow(
     name=NAME,
     label="Time & expense to billing",
     stages=[
@@ -358,4 +358,4 @@ WORKFLOW = register(Workflow(
     field_labels=FIELD_LABELS,
     summary=summary,
     reopen_on_update=True,
-))
+)

@@ -21,7 +21,7 @@ from apps.sync import services
 from apps.sync.intake import process_inbox
 from apps.sync.models import InboundEvent, SyncRecord
 from apps.sync.workflows import time_to_billing as ttb
-from apps.sync.workflows.base import get_workflow
+from apps.sync.workflows.catalog import get_workflow
 
 from tests.builders import WORKSPACE, expense_payload, psa_engagement, time_book, time_payload
 from tests.callbacks import post_kantata
