@@ -210,7 +210,10 @@ def _callback(request, connection: str, secret: str | None = None) -> HttpRespon
     from django.conf import settings
 
     raw = request._request
-    length = int(raw.META.get("CONTENT_LENGTH") or 0)
+    try:
+        length = int(raw.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:  # as Django reads it: a malformed length is no length (the server usually refuses it first)
+        length = 0
     if length > settings.HANDOFF_MAX_CALLBACK_BYTES:
         # refused unread: keep the start for the admin, do not read the rest into memory
         body = raw.read(refusals.EXCERPT_BYTES)
