@@ -185,3 +185,11 @@ def test_a_database_error_is_a_stored_400_not_a_500(client, connections):
     assert 400 <= response.status_code < 500, response.content
     event = InboundEvent.objects.get()
     assert event.status == InboundEvent.Status.REJECTED and event.http_status == response.status_code
+
+
+def test_a_malformed_content_length_is_a_4xx_not_a_500(client, connections):
+    response = client.post("/api/v1/callbacks/hubspot/", data=b"[]", content_type="application/json",
+                           CONTENT_LENGTH="abc")
+
+    assert 400 <= response.status_code < 500
+    assert InboundEvent.objects.get().status == InboundEvent.Status.REJECTED
