@@ -222,7 +222,7 @@ def test_an_opportunity_amount_with_more_decimals_than_its_currency_is_held(firm
 def test_a_stripe_signature_dated_ahead_beyond_the_tolerance_is_refused(connections):
     body = json.dumps(stripe_event()).encode()
 
-    refused(post_stripe_body(body, t=int(time.time()) + 301), 401, "ahead of now")
+    refused(post_stripe_body(body, t=int(time.time()) + 360), 401, "ahead of now")
 
 
 def test_a_stripe_signature_within_the_tolerance_either_way_is_accepted(connections):
@@ -230,10 +230,10 @@ def test_a_stripe_signature_within_the_tolerance_either_way_is_accepted(connecti
 
 
 def test_a_hubspot_signature_dated_ahead_is_refused(connections):
-    ts = str(int(time.time() * 1000) + 301_000)
+    ts = str(int(time.time() * 1000) + 360_000)
 
     refused(post_hubspot_raw(json.dumps([deal_event()]).encode(), ts), 401, "ahead of now")
 
 
 def test_a_standard_webhooks_signature_dated_ahead_is_refused(connections):
-    refused(post_standard("netsuite", ns_invoice_envelope(), timestamp=int(time.time()) + 301), 401, "ahead of now")
+    refused(post_standard("netsuite", ns_invoice_envelope(), timestamp=int(time.time()) + 360), 401, "ahead of now")
