@@ -22,6 +22,9 @@ EU_VAT = {"AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "HR"
           "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK"}
 VAT_PREFIX = {**{c: c for c in EU_VAT}, "GR": "EL", "GB": "GB", "XI": "XI", "CH": "CHE"}
 
+# countries whose ids are written with a fixed punctuation that the ERP checks: the US EIN is NN-NNNNNNN
+WRITTEN_FORM = {"US": (re.compile(r"\d{9}"), lambda c: f"{c[:2]}-{c[2:]}")}
+
 # names people use that ISO 3166 does not list
 COUNTRY_ALIASES = {"UK": "GB", "GREAT BRITAIN": "GB", "ENGLAND": "GB", "SCOTLAND": "GB", "WALES": "GB",
                    "NORTHERN IRELAND": "GB", "RUSSIA": "RU", "EL": "GR"}
@@ -32,7 +35,8 @@ NOT_MONEY = {"XTS", "XXX"}
 
 def tax_id(value: str, country: str = "") -> str:
     """The tax id without spaces, dots, dashes or slashes, in capitals; when the country's VAT ids carry a prefix
-    and the id is written without one, the prefix is added ("811907980" in DE = "DE811907980")."""
+    and the id is written without one, the prefix is added ("811907980" in DE = "DE811907980"); where the
+    country's ids have a fixed written form, that form ("123456789" in the US = "12-3456789")."""
     compact = _SEPARATORS.sub("", value or "").upper()
     if not compact:
         raise ValueError("The tax id is empty.")
@@ -41,6 +45,9 @@ def tax_id(value: str, country: str = "") -> str:
     prefix = VAT_PREFIX.get((country or "").strip().upper())
     if prefix and compact[0].isdigit():
         compact = prefix + compact
+    pattern, written = WRITTEN_FORM.get((country or "").strip().upper(), (None, None))
+    if pattern and pattern.fullmatch(compact):
+        compact = written(compact)
     if len(compact) > TAX_ID_MAX:
         raise ValueError(f"The tax id “{value}” is longer than {TAX_ID_MAX} characters.")
     return compact

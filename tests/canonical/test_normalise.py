@@ -15,7 +15,9 @@ from apps.canonical import normalise
     ("GB-123.4567.89", "GB", "GB123456789"),
     ("094 8231 17", "GR", "EL094823117"),  # Greece's VAT prefix is EL
     ("CHE-123.456.789", "CH", "CHE123456789"),
-    ("12-3456789", "US", "123456789"),  # no prefix in the US format: none is added
+    ("12-3456789", "US", "12-3456789"),  # no prefix in the US format: none is added; its written form is kept
+    ("12 345 6789", "US", "12-3456789"),
+    ("123456789", "US", "12-3456789"),
     (" 12 / 345 ", "", "12345"),
 ])
 def test_a_tax_id_loses_its_separators_and_gains_its_country_prefix(given, country, expected):

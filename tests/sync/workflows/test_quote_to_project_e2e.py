@@ -325,4 +325,4 @@ def test_a_deal_without_a_company_waits_for_one_and_then_goes_through(deliverer,
 
     record.refresh_from_db()
     assert record.status == "succeeded", record.message
-    assert Customer.objects.get(name=opp.account).tax_id == opp.tax_id.replace("-", "")
+    assert Customer.objects.get(name=opp.account).tax_id == opp.tax_id
