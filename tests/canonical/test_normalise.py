@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import pytest
+from django.apps import apps as django_apps
 
 from apps.canonical import normalise
+from apps.canonical.models import Customer
 
 
 @pytest.mark.parametrize("given, country, expected", [
@@ -73,3 +77,13 @@ def test_a_code_that_is_not_an_iso_4217_currency_is_refused(given):
         normalise.currency_code(given)
     assert "not an ISO 4217 currency" in str(refused.value)
     assert not normalise.is_currency(given)
+
+
+@pytest.mark.django_db
+def test_the_migration_normalises_stored_tax_ids_and_leaves_what_it_cannot():
+    migration = import_module("apps.canonical.migrations.0003_normalise_customer_tax_id")
+    spaced = Customer.objects.create(name="Spaced GmbH", tax_id="DE 811 907 980", country="DE")
+    bare = Customer.objects.create(name="Bare Inc", tax_id="123456789", country="US")
+    odd = Customer.objects.create(name="Odd Ltd", tax_id="12#4", country="GB")
+    migration.normalise_tax_ids(django_apps, None)
+    assert [Customer.objects.get(pk=c.pk).tax_id for c in (spaced, bare, odd)] == ["DE811907980", "12-3456789", "12#4"]
