@@ -9,7 +9,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Upper
 
-# ISO-4217 codes Handoff knows; a legal entity enables a subset of them.
+# The currencies the firm trades in, offered in lists and forms; a legal entity enables a subset of them. Whether a
+# code is ISO 4217 at all is normalise.currency_code (the maintained list), not this one.
 CURRENCIES = ["USD", "EUR", "GBP", "CAD", "AUD", "CHF", "JPY", "SEK", "INR", "SGD"]
 CURRENCY_CHOICES = [(c, c) for c in CURRENCIES]
 

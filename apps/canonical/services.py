@@ -12,6 +12,7 @@ from django.db import connection, models
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from . import normalise
 from .models import Customer, Engagement, ExternalId, Milestone
 from .ownership import assert_may_write
 
@@ -73,11 +74,20 @@ def object_by_external_id(*, model: type[models.Model], system: str, object_type
     return _from_row(model, row) if row else None
 
 
-def customer_find_duplicates(*, name: str, tax_id: str, exclude_pk: int | None = None):
-    """Customers with the same name (any case) and tax id: a suspected duplicate of a new account."""
+def customer_find_duplicates(*, name: str, tax_id: str, country: str = "", exclude_pk: int | None = None):
+    """Customers with the same name (any case) and tax id (compared normalised, as Customer.tax_id is stored): a
+    suspected duplicate of a new account."""
     if not name or not tax_id:
         return Customer.objects.none()
-    qs = Customer.objects.annotate(uname=Upper("name")).filter(uname=name.strip().upper(), tax_id=tax_id.strip())
+    try:
+        country = normalise.country_code(country)
+    except ValueError:
+        country = ""  # the tax id is then compared without the prefix a country would add
+    try:
+        tax_id = normalise.tax_id(tax_id, country)
+    except ValueError:
+        return Customer.objects.none()  # no stored customer has a tax id that cannot be normalised
+    qs = Customer.objects.annotate(uname=Upper("name")).filter(uname=name.strip().upper(), tax_id=tax_id)
     qs = qs.order_by("name", "pk")
     return qs.exclude(pk=exclude_pk) if exclude_pk else qs
 

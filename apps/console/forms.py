@@ -50,7 +50,8 @@ class FixForm(forms.Form):
                 field = forms.ChoiceField(choices=choices, required=False)
             elif path == "duplicate_resolution":
                 account = payload.get("account") or {}
-                dups = customer_find_duplicates(name=account.get("name", ""), tax_id=account.get("tax_id", ""))[:5]
+                dups = customer_find_duplicates(name=account.get("name", ""), tax_id=account.get("tax_id", ""),
+                                                country=account.get("country", ""))[:5]
                 choices = [("", "— not decided —"), ("new", "It is a different customer: create a new one")]
                 choices += [(f"link:{c.pk}", f"Same customer: link to #{c.pk} {c.name} ({c.tax_id})") for c in dups]
                 if initial and initial not in dict(choices):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from apps.canonical import normalise
+
 # what the client reads of a deal and its company: the fields canonical_from_deal maps, and the ids written back
 DEAL_PROPERTIES = [
     "dealname", "amount", "deal_currency_code", "closedate", "dealstage", "pipeline",
@@ -38,7 +40,7 @@ def canonical_from_deal(deal: dict, company: dict | None) -> dict:
             "id": str((company or {}).get("id", "")),
             "name": c.get("name") or "",
             "tax_id": c.get("tax_id") or "",
-            "country": (c.get("country") or "").upper()[:2],
+            "country": normalise.country_or_as_given(c.get("country") or ""),
             "parent_id": c.get("hs_parent_company_id") or "",
         },
     }

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from apps.canonical import normalise
+
 # the namespaces of an sObject inside an Outbound Message
 SF_NS = "urn:sobject.enterprise.soap.sforce.com"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -62,7 +64,6 @@ def canonical_from_amendment(record: dict) -> dict:
 
 def canonical_from_opportunity(opportunity: dict, account: dict | None) -> dict:
     o, a = opportunity, account or {}
-    country = value(a, "BillingCountryCode").upper()
     return {
         "opportunity_id": value(o, "Id"),
         # orders versions of the same opportunity: an older one never overwrites a newer one
@@ -83,7 +84,7 @@ def canonical_from_opportunity(opportunity: dict, account: dict | None) -> dict:
             "id": value(a, "Id") or value(o, "AccountId"),
             "name": value(a, "Name"),
             "tax_id": value(a, "Tax_Id__c"),
-            "country": country[:2],
+            "country": normalise.country_or_as_given(value(a, "BillingCountryCode")),  # a formula may give a name
             "parent_id": value(a, "ParentId"),
         },
     }

@@ -29,7 +29,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db.models import Sum
 from django.utils import timezone
 
-from apps.canonical.models import CURRENCIES, Customer, Engagement, ExternalId, Milestone
+from apps.canonical import normalise
+from apps.canonical.models import Customer, Engagement, ExternalId, Milestone
 from apps.canonical.services import (external_id_get, external_id_link, milestone_complete, milestone_mark_invoiced,
                                      object_by_external_id)
 from apps.connectors.base import DownstreamError
@@ -113,10 +114,9 @@ def facts(payload: dict, *, on: date | None = None) -> tuple[invoicing.Milestone
 
 def _problems(ms: invoicing.MilestoneFacts, ef: invoicing.EngagementFacts | None) -> list[Problem]:
     problems = problems_from(invoicing.readiness(ms, ef))
-    if len(ms.currency) == 3 and ms.currency.isalpha() and ms.currency not in CURRENCIES:
+    if len(ms.currency) == 3 and ms.currency.isalpha() and not normalise.is_currency(ms.currency):
         problems.insert(0, Problem("payload_schema_invalid",
-                                   f"Currency “{ms.currency}” is not an ISO-4217 currency Handoff knows.",
-                                   ["currency"]))
+                                   f"Currency “{ms.currency}” is not an ISO 4217 currency.", ["currency"]))
     return problems
 
 

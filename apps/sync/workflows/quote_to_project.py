@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from apps.canonical.models import CURRENCIES, Customer, Engagement, LegalEntity, PaymentTerms
+from apps.canonical.models import Customer, Engagement, LegalEntity, PaymentTerms
+from apps.canonical import normalise
 from apps.canonical import services as canonical
 from apps.connectors.hubspot import mapping as hubspot_mapping
 from apps.connectors.salesforce import mapping as salesforce_mapping
@@ -26,6 +27,7 @@ OWNER_TEAM = {
     "missing_legal_entity": "pmo", "invalid_legal_entity": "pmo", "currency_not_enabled": "pmo",
     "payload_schema_invalid": "pmo", "duplicate_customer_suspected": "pmo", "source_not_found": "pmo",
     "opportunity_not_won": "pmo",  # the CRM record does not confirm the win its notification announced
+    "missing_account": "pmo",  # the deal or opportunity names no company: sales associates one in the CRM
     "unknown_billing_terms": "finance_ops", "missing_tax_profile": "finance_ops",
     "downstream_validation": "finance_ops",  # the ERP refused the customer's tax or terms data
 }
@@ -52,6 +54,24 @@ PSA_REFUSAL = Refusal("The PSA refused to create the project: {message}.")
 CRM_REFUSAL = Refusal("The CRM refused the write-back of the new ids: {message}.")
 DEAL_GONE = Refusal(not_found="HubSpot has no deal {deal_id} (deleted or merged?).")
 OPPORTUNITY_GONE = Refusal(not_found="Salesforce has no opportunity {opp_id}, or not its account (deleted or merged?).")
+
+
+@dataclass(frozen=True)
+class MissingAccount:
+    """A deal or opportunity that names no customer company: the fix is in the CRM (then resubmit: the record
+    fetches again), so no field of the record is at fault."""
+
+    system: str
+    message: str
+
+    def problem(self, opp_id: str) -> Problem:
+        return Problem("missing_account", self.message.format(opp_id=opp_id), [], self.system, "no account")
+
+
+NO_COMPANY = MissingAccount("hubspot", "The deal {opp_id} has no associated company in HubSpot: associate the "
+                            "customer's company with the deal, then resubmit this record.")
+NO_ACCOUNT = MissingAccount("salesforce", "The opportunity {opp_id} has no account in Salesforce: set the customer's "
+                            "account on the opportunity, then resubmit this record.")
 
 
 @dataclass
@@ -86,17 +106,18 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
                                 f"{', '.join(sorted(c for c, x in ref.legal_entities.items() if x.active))}.",
                                 ["legal_entity"]))
 
-    currency = (payload.get("currency") or "").strip().upper()
-    if currency not in CURRENCIES:
-        problems.append(Problem("payload_schema_invalid",
-                                f"Currency “{currency or '(empty)'}” is not an ISO-4217 currency Handoff knows.",
-                                ["currency"]))
-    elif le is not None and le.active and not le.bills_in(currency):
-        enabled = sorted({le.base_currency, *le.enabled_currencies})
-        problems.append(Problem("currency_not_enabled",
-                                f"{le.code} cannot invoice in {currency}: enabled currencies are "
-                                f"{', '.join(enabled)}. Change the currency or the legal entity.",
-                                ["currency", "legal_entity"]))
+    try:
+        currency = normalise.currency_code(payload.get("currency") or "")
+    except ValueError as e:
+        currency = ""
+        problems.append(Problem("payload_schema_invalid", str(e), ["currency"]))
+    else:
+        if le is not None and le.active and not le.bills_in(currency):
+            enabled = sorted({le.base_currency, *le.enabled_currencies})
+            problems.append(Problem("currency_not_enabled",
+                                    f"{le.code} cannot invoice in {currency}: enabled currencies are "
+                                    f"{', '.join(enabled)}. Change the currency or the legal entity.",
+                                    ["currency", "legal_entity"]))
 
     terms = (payload.get("billing_terms") or "").strip()
     if terms not in ref.terms:
@@ -112,7 +133,7 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
         problems.append(Problem("payload_schema_invalid",
                                 f"The amount “{amount}” is not a positive number.", ["amount"]))
     else:
-        if currency in CURRENCIES and (why := amount_problem(amount, currency)):
+        if currency and (why := amount_problem(amount, currency)):
             problems.append(Problem("payload_schema_invalid", f"The amount “{amount}” {why}.", ["amount"]))
 
     ctype = payload.get("contract_type") or ""
@@ -124,10 +145,7 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
     account = payload.get("account") or {}
     if not (account.get("name") or "").strip():
         problems.append(Problem("payload_schema_invalid", "The account has no name.", ["account.name"]))
-    if not (account.get("tax_id") or "").strip():
-        problems.append(Problem("missing_tax_profile",
-                                f"Account “{account.get('name') or '?'}” has no tax id; the ERP needs one to create "
-                                f"the customer.", ["account.tax_id"]))
+    problems += normalised_account(account)[1]
 
     lookup = duplicate_lookup(payload)
     if lookup is not None and lookup[0] == "link":
@@ -135,24 +153,51 @@ def validate(payload: dict, *, source_kind: str = "", ref: Reference | None = No
                                        and Customer.objects.filter(pk=lookup[1]).exists())
     elif lookup is not None:
         own, dups = canonical.account_customer_and_duplicates(
-            system=source_kind, account_id=account.get("id") or "", name=account["name"], tax_id=account["tax_id"])
+            system=source_kind, account_id=account.get("id") or "", name=lookup[1][0], tax_id=lookup[1][1])
         if found is not None:
             found["customer"] = own  # the stage writes to it, without looking it up again
         problems += duplicate_problems(lookup, duplicates=[(c.pk, c.name) for c in dups])
     return problems
 
 
+def normalised_account(account: dict) -> tuple[dict, list[Problem]]:
+    """The account's country and tax id in the one form Handoff compares and sends (apps/canonical/normalise.py),
+    and a Problem naming each that is missing or cannot be normalised (then its value is left as it came)."""
+    values = {"country": account.get("country") or "", "tax_id": account.get("tax_id") or ""}
+    problems = []
+    if values["country"].strip():
+        try:
+            values["country"] = normalise.country_code(values["country"])
+        except ValueError as e:
+            problems.append(Problem("payload_schema_invalid", f"The account's country: {e}", ["account.country"]))
+    if not values["tax_id"].strip():
+        problems.append(Problem("missing_tax_profile",
+                                f"Account “{account.get('name') or '?'}” has no tax id; the ERP needs one to create "
+                                f"the customer.", ["account.tax_id"]))
+    else:
+        try:
+            values["tax_id"] = normalise.tax_id(values["tax_id"], values["country"])
+        except ValueError as e:
+            problems.append(Problem("missing_tax_profile", f"{e} The ERP needs a valid one to create the customer.",
+                                    ["account.tax_id"]))
+    return values, problems
+
+
 def duplicate_lookup(payload: dict) -> tuple | None:
     """What the duplicate-customer rule must look up for this payload: ("link", customer pk or None) when the
-    person chose a customer to link to; ("dup", (NAME, tax id)) when the account could duplicate a customer; None
-    when they confirmed it is a different customer, or the account lacks a name or tax id (held for that)."""
+    person chose a customer to link to; ("dup", (NAME, normalised tax id)) when the account could duplicate a
+    customer; None when they confirmed it is a different customer, or the account lacks a name or a tax id that
+    can be normalised (held for that)."""
     resolution = payload.get("duplicate_resolution") or ""
     account = payload.get("account") or {}
     if resolution.startswith("link:"):
         return "link", int(resolution[5:]) if resolution[5:].isdigit() else None
-    if resolution != "new" and account.get("name") and account.get("tax_id"):
-        return "dup", (account["name"].strip().upper(), account["tax_id"].strip())
-    return None
+    if resolution == "new" or not (account.get("name") or "").strip():
+        return None
+    values, problems = normalised_account(account)
+    if any("account.tax_id" in p.fields for p in problems):
+        return None
+    return "dup", (account["name"].strip().upper(), values["tax_id"])
 
 
 def duplicate_problems(lookup: tuple, *, link_exists: bool = False, duplicates=()) -> list[Problem]:
@@ -186,7 +231,9 @@ def stage_fetch(ctx) -> None:
         with DEAL_GONE.as_hold(deal_id=deal_id):
             deal = client.get_deal(deal_id)
         company_id = hubspot_mapping.deal_company_id(deal)
-        company = client.get_company(company_id) if company_id else None
+        if not company_id:
+            raise Hold([NO_COMPANY.problem(deal_id)])
+        company = client.get_company(company_id)
         canonical_payload = hubspot_mapping.canonical_from_deal(deal, company)
         canonical_payload["deal_id"] = deal_id
     else:
@@ -205,7 +252,9 @@ def _salesforce_opportunity(ctx, client) -> dict:
     with OPPORTUNITY_GONE.as_hold(opp_id=opp_id):
         opportunity = client.get_opportunity(opp_id)
         account_id = salesforce_mapping.value(opportunity, "AccountId")
-        account = client.get_account(account_id) if account_id else None
+        if not account_id:
+            raise Hold([NO_ACCOUNT.problem(opp_id)])
+        account = client.get_account(account_id)
     won_stages = ctx.source.settings.get("closed_won_stages", ["Closed Won"])
     if not salesforce_mapping.is_won(opportunity, won_stages):
         stage = salesforce_mapping.value(opportunity, "StageName") or "(none)"
@@ -225,23 +274,26 @@ def stage_validate(ctx) -> None:
     ref = ctx.reference(Reference)
     le = ref.legal_entities[p["legal_entity"]]
 
+    account = p["account"]
+    normalised, _ = normalised_account(account)  # validated above: these are the forms stored and sent
+    currency = normalise.currency_code(p["currency"])
+
     def apply():
-        account = p["account"]
         resolution = p.get("duplicate_resolution") or ""
         linked = (Customer.objects.get(pk=int(resolution[5:])) if resolution.startswith("link:")
                   else found.get("customer"))
         customer = canonical.customer_upsert(
             source_role="crm", system=ctx.source.kind, account_id=account["id"] or f"opp-{p['opportunity_id']}",
             customer=linked, known_new=linked is None and "customer" in found and bool(account["id"]),
-            fields={"name": account["name"].strip(), "tax_id": account["tax_id"].strip(),
-                    "country": account.get("country", ""), "currency": p["currency"],
+            fields={"name": account["name"].strip(), "tax_id": normalised["tax_id"],
+                    "country": normalised["country"], "currency": currency,
                     "payment_terms": ref.terms[p["billing_terms"]], "legal_entity": le},
         )
         engagement = canonical.engagement_upsert_from_opportunity(
             source_role="crm", system=ctx.source.kind, opportunity_id=p["opportunity_id"],
             fields={"name": p.get("opportunity_name") or account["name"], "customer": customer, "legal_entity": le,
                     "contract_type": p.get("contract_type") or Engagement.ContractType.FIXED_FEE,
-                    "contract_value": Decimal(str(p["amount"])), "currency": p["currency"],
+                    "contract_value": Decimal(str(p["amount"])), "currency": currency,
                     "start_date": parse_date(p.get("start_date")), "end_date": parse_date(p.get("end_date")),
                     "service_line": p.get("service_line", ""), "project_template": p.get("project_template", ""),
                     "billing_schedule": p.get("billing_schedule", ""),

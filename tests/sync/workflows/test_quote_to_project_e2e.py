@@ -299,3 +299,30 @@ def test_a_record_costs_a_bounded_number_of_sql_statements_and_its_calls_are_log
     assert calls[0] == ("fetch", "hubspot", "GET") and calls[-1] == ("crm_writeback", "hubspot", "PATCH")
     assert all(a.duration_ms is not None and a.outcome == "ok" for a in Attempt.objects.filter(record=record))
     assert sandbox_count("netsuite", "customer") == sandbox_count("kantata", "workspace") == 6
+
+
+def test_a_deal_without_a_company_waits_for_one_and_then_goes_through(deliverer, django_user_model):
+    opp = make_opportunity(random.Random(7), "good")
+    deal_id = deliverer.create_hubspot(opp)
+    deal = SandboxObject.objects.get(system="hubspot", object_type="deals")
+    company_link = deal.data["associations"]
+    deal.data["associations"] = {}
+    deal.save()
+    deliverer.send_hubspot(deliverer.hubspot_events([deal_id]))
+
+    run_worker()
+
+    record = SyncRecord.objects.get()
+    assert (record.status, record.reason_code, record.owner_team) == ("held", "missing_account", "pmo")
+    assert "no associated company in HubSpot" in record.message
+    assert not Customer.objects.filter(name=opp.account).exists() and sandbox_count("netsuite", "customer") == 0
+
+    deal.data["associations"] = company_link  # sales associates the company in HubSpot
+    deal.save()
+    pmo = django_user_model.objects.create_superuser("pat", "pat@example.com", "pw")
+    services.record_resubmit(record_id=record.pk, actor=pmo, expected_version=record.version)
+    run_worker()
+
+    record.refresh_from_db()
+    assert record.status == "succeeded", record.message
+    assert Customer.objects.get(name=opp.account).tax_id == opp.tax_id

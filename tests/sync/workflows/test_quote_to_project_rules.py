@@ -6,14 +6,14 @@ import pytest
 
 from apps.canonical.models import Customer
 from apps.canonical.ownership import NotSystemOfRecord, assert_may_write
-from apps.canonical.services import customer_upsert, external_id_link
+from apps.canonical.services import customer_find_duplicates, customer_upsert, external_id_link
 from apps.connectors.base import DownstreamError, exact_json, parse_retry_after
 from apps.connectors.hubspot.mapping import canonical_from_deal, deal_company_id
 from apps.connectors.salesforce.mapping import canonical_from_opportunity, is_won
 from apps.sync.engine import backoff_seconds
 from apps.sync.workflows.base import Hold
 from apps.sync.workflows.catalog import MODULES, WORKFLOWS
-from apps.sync.workflows.quote_to_project import DEAL_GONE, ERP_REFUSAL, WORKFLOW, validate
+from apps.sync.workflows.quote_to_project import DEAL_GONE, ERP_REFUSAL, NO_COMPANY, WORKFLOW, validate
 
 pytestmark = pytest.mark.django_db
 
@@ -195,3 +195,65 @@ def test_backoff_grows_with_jitter_caps_and_honours_retry_after(connections):
     assert backoff_seconds(conn, 1, 30.0) == 30.0
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("soon") is None
+
+
+# ---------------------------------------------------------------- normalised values (apps/canonical/normalise.py)
+
+
+def test_a_tax_id_with_spaces_is_the_existing_customers_compact_id(firm):
+    # Northwind Traders is stored as GB123456789
+    [problem] = validate(payload(account={"name": "Northwind Traders", "tax_id": "GB 123 456 789", "id": "77",
+                                          "country": "GB"}, legal_entity="UK01", currency="GBP"))
+    assert problem.reason == "duplicate_customer_suspected" and "Northwind Traders" in problem.message
+    [problem] = validate(payload(account={"name": "Northwind Traders", "tax_id": "123.456.789", "id": "77",
+                                          "country": "United Kingdom"}, legal_entity="UK01", currency="GBP"))
+    assert problem.reason == "duplicate_customer_suspected"
+
+
+def test_an_existing_customers_tax_id_is_compared_normalised_on_the_fix_form_too(firm):
+    northwind = Customer.objects.get(name="Northwind Traders")
+    assert list(customer_find_duplicates(name="NORTHWIND TRADERS", tax_id="gb-123 456 789")) == [northwind]
+    assert list(customer_find_duplicates(name="Northwind Traders", tax_id="123456789", country="GB")) == [northwind]
+
+
+def test_a_country_name_passes_and_an_unrecognised_country_holds_naming_the_field(firm):
+    assert validate(payload(account={"country": "Germany"})) == []
+    [problem] = validate(payload(account={"country": "Atlantis"}))
+    assert (problem.reason, problem.fields) == ("payload_schema_invalid", ["account.country"])
+    assert "Atlantis" in problem.message
+
+
+def test_a_tax_id_that_cannot_be_normalised_holds_naming_the_field(firm):
+    [problem] = validate(payload(account={"tax_id": "DE 811#907"}))
+    assert (problem.reason, problem.fields) == ("missing_tax_profile", ["account.tax_id"])
+    assert "DE 811#907" in problem.message
+    long_id = "DE" + "9" * 80
+    [problem] = validate(payload(account={"tax_id": long_id}))
+    assert problem.fields == ["account.tax_id"] and "longer than 64" in problem.message
+
+
+def test_an_iso_currency_is_held_only_where_the_legal_entity_does_not_enable_it(firm):
+    assert validate(payload(currency="chf")) == []  # DE01 bills in EUR and CHF
+    [problem] = validate(payload(currency="SEK"))  # ISO 4217, not enabled for DE01
+    assert problem.reason == "currency_not_enabled" and "SEK" in problem.message
+    [problem] = validate(payload(currency="NOK"))  # ISO 4217, outside the firm's usual ten: still only "not enabled"
+    assert problem.reason == "currency_not_enabled"
+    [problem] = validate(payload(currency="XYZ"))
+    assert (problem.reason, problem.fields) == ("payload_schema_invalid", ["currency"])
+    assert "not an ISO 4217 currency" in problem.message
+
+
+def test_a_salesforce_account_country_name_maps_to_its_code():
+    opportunity = {"Id": "006B", "Name": "Opp", "AccountId": "001B", "CurrencyIsoCode": "EUR"}
+    for name, code in [("Germany", "DE"), ("United Kingdom", "GB")]:
+        account = {"Id": "001B", "Name": "B GmbH", "Tax_Id__c": "DE 811 907 980", "BillingCountryCode": name}
+        assert canonical_from_opportunity(opportunity, account)["account"]["country"] == code
+    account = {"Id": "001B", "Name": "B GmbH", "BillingCountryCode": "Republic of Atlantis"}
+    assert canonical_from_opportunity(opportunity, account)["account"]["country"] == "Republic of Atlantis"
+
+
+def test_a_deal_without_a_company_has_its_own_reason_for_the_pmo():
+    assert WORKFLOW.owner_team("missing_account") == "pmo"
+    problem = NO_COMPANY.problem("42")
+    assert (problem.reason, problem.fields, problem.system) == ("missing_account", [], "hubspot")
+    assert problem.message.startswith("The deal 42 has no associated company in HubSpot: associate the customer's")
