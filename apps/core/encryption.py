@@ -31,6 +31,9 @@ def keys() -> MultiFernet:
         raise ImproperlyConfigured(f"HANDOFF_SECRET_KEYS holds a key that is not a Fernet key ({exc})") from None
 
 
+UNREADABLE = "a stored secret is not readable with any key in HANDOFF_SECRET_KEYS"
+
+
 def encrypt(plaintext: str) -> str:
     return keys().encrypt(plaintext.encode()).decode("ascii")
 
@@ -39,15 +42,15 @@ def decrypt(token: str) -> str:
     try:
         return keys().decrypt(token.encode("ascii")).decode()
     except (InvalidToken, UnicodeEncodeError):
-        raise SecretUnreadable("a stored secret is not readable with any key in HANDOFF_SECRET_KEYS") from None
+        raise SecretUnreadable(UNREADABLE) from None
 
 
 def rotate(token: str) -> str:
     """The same secret under the newest key (MultiFernet.rotate: decrypt with any key, encrypt with the first)."""
     try:
         return keys().rotate(token.encode("ascii")).decode("ascii")
-    except InvalidToken:
-        raise SecretUnreadable("a stored secret is not readable with any key in HANDOFF_SECRET_KEYS") from None
+    except (InvalidToken, UnicodeEncodeError):
+        raise SecretUnreadable(UNREADABLE) from None
 
 
 class EncryptedField(models.TextField):

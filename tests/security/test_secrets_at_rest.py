@@ -1,6 +1,7 @@
 """Connection secrets are encrypted at rest: the database and its dumps hold Fernet tokens only, every reader sees
 the values, rotation re-encrypts everything with the newest key, and production refuses to start without a key.
-Carol (integration admin) looks at a connection in the admin and sees whether a secret is set, never the secret."""
+Carol (integration admin) looks at a connection in the admin and sees whether a secret is set, never the secret;
+the access log does not carry the secret of a Salesforce callback URL."""
 
 from __future__ import annotations
 
@@ -165,3 +166,22 @@ def test_production_refuses_to_start_without_its_own_key(keys, says):
 def test_production_starts_with_a_key():
     result = production_check(HANDOFF_SECRET_KEYS=f"{KEY_B},{KEY_A}")
     assert result.returncode == 0, result.stderr
+
+
+def test_the_access_log_shows_no_callback_url_secret():
+    from datetime import timedelta
+
+    from gunicorn.config import Config
+
+    from apps.core.access_log import AccessLogger
+
+    secret = "sandbox-salesforce-callback-url-secret"
+    environ = {"REQUEST_METHOD": "POST", "RAW_URI": f"/api/v1/callbacks/salesforce/{secret}/?x=1",
+               "PATH_INFO": f"/api/v1/callbacks/salesforce/{secret}/", "SERVER_PROTOCOL": "HTTP/1.1"}
+    atoms = AccessLogger(Config()).atoms(SimpleNamespace(status="200 OK", sent=10), {}, environ,
+                                         timedelta(milliseconds=5))
+    assert atoms["r"] == "POST /api/v1/callbacks/salesforce/[redacted]/?x=1 HTTP/1.1"
+    assert atoms["U"] == "/api/v1/callbacks/salesforce/[redacted]/"
+    unsigned = dict(environ, RAW_URI="/api/v1/callbacks/hubspot/", PATH_INFO="/api/v1/callbacks/hubspot/")
+    assert AccessLogger(Config()).atoms(SimpleNamespace(status="200 OK", sent=10), {}, unsigned,
+                                        timedelta(milliseconds=5))["U"] == "/api/v1/callbacks/hubspot/"
