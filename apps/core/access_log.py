@@ -16,7 +16,5 @@ def without_url_secret(text: str) -> str:
 class AccessLogger(Logger):
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
-        for key in ("r", "U", "f"):  # the request line, the path, the referrer
-            if isinstance(atoms.get(key), str):
-                atoms[key] = without_url_secret(atoms[key])
-        return atoms
+        # every atom: the request line and path, but also the referrer and environ atoms such as {raw_uri}e
+        return {key: without_url_secret(value) if isinstance(value, str) else value for key, value in atoms.items()}

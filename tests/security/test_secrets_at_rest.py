@@ -178,10 +178,11 @@ def test_the_access_log_shows_no_callback_url_secret():
     secret = "sandbox-salesforce-callback-url-secret"
     environ = {"REQUEST_METHOD": "POST", "RAW_URI": f"/api/v1/callbacks/salesforce/{secret}/?x=1",
                "PATH_INFO": f"/api/v1/callbacks/salesforce/{secret}/", "SERVER_PROTOCOL": "HTTP/1.1"}
-    atoms = AccessLogger(Config()).atoms(SimpleNamespace(status="200 OK", sent=10), {}, environ,
+    atoms = AccessLogger(Config()).atoms(SimpleNamespace(status="200 OK", sent=10, headers=[]), {}, environ,
                                          timedelta(milliseconds=5))
     assert atoms["r"] == "POST /api/v1/callbacks/salesforce/[redacted]/?x=1 HTTP/1.1"
     assert atoms["U"] == "/api/v1/callbacks/salesforce/[redacted]/"
+    assert not [value for value in atoms.values() if secret in str(value)]
     unsigned = dict(environ, RAW_URI="/api/v1/callbacks/hubspot/", PATH_INFO="/api/v1/callbacks/hubspot/")
-    assert AccessLogger(Config()).atoms(SimpleNamespace(status="200 OK", sent=10), {}, unsigned,
+    assert AccessLogger(Config()).atoms(SimpleNamespace(status="200 OK", sent=10, headers=[]), {}, unsigned,
                                         timedelta(milliseconds=5))["U"] == "/api/v1/callbacks/hubspot/"
