@@ -11,6 +11,8 @@ from django.db import models
 from django.utils import timezone
 from django.db.models import F, Q
 
+from apps.core.encryption import EncryptedJSONField, EncryptedTextField
+
 
 class Connection(models.Model):
     """One configured external system: what it is, how to call it, how it signs what it sends us."""
@@ -35,10 +37,10 @@ class Connection(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     role = models.CharField(max_length=16, choices=Role.choices)
     base_url = models.URLField(max_length=300, help_text="Root of the system's REST API")
-    credentials = models.JSONField(default=dict, blank=True,
-                                   help_text='Outbound auth, e.g. {"access_token": "…"}; never shown in the console')
-    inbound_secret = models.CharField(max_length=200, blank=True,
-                                      help_text="HubSpot: the app's client secret (signs webhooks v3)")
+    # encrypted at rest (apps/core/encryption.py): the columns hold Fernet tokens, Python sees the values
+    credentials = EncryptedJSONField(default=dict, blank=True,
+                                     help_text='Outbound auth, e.g. {"access_token": "…"}; never shown in the console')
+    inbound_secret = EncryptedTextField(blank=True, help_text="HubSpot: the app's client secret (signs webhooks v3)")
     organization_id = models.CharField(max_length=18, blank=True,
                                        help_text="Salesforce: the org id Outbound Messages must carry")
     # systems that do not sign their callbacks (Salesforce) put a per-connection secret in the callback URL

@@ -243,6 +243,11 @@ HANDOFF_WORKER_HEARTBEAT_TTL = int(os.environ.get("HANDOFF_WORKER_HEARTBEAT_TTL"
 HANDOFF_MIN_LIVE_WORKERS = int(os.environ.get("HANDOFF_MIN_LIVE_WORKERS", 1))
 # Rotating SECRET_KEY: put the old key here for a while, so sessions and signed values stay valid (Django docs).
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
+# Secrets at rest (connection credentials and inbound secrets, apps/core/encryption.py): Fernet keys, newest first.
+# The newest encrypts, every listed key decrypts; rotation is in docs/operations.md. Production requires them.
+HANDOFF_SECRET_KEYS = env_list("HANDOFF_SECRET_KEYS")
+# the demo and the test suite encrypt with this fixed key when none is set (never accepted by production settings)
+DEVELOPMENT_SECRET_KEYS = ["_ffxHZQ25jWl-dxDoWXf_tv9BAj59XsqgZAx81T0IbQ="]
 
 # Logs: one JSON object per line (LOG_FORMAT=json, the default unless DEBUG) or readable lines (LOG_FORMAT=plain),
 # both carrying the correlation id / record id / RQ job id of the work being done (apps/core/logging.py).

@@ -7,6 +7,7 @@ from .base import env_bool
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = os.environ.get("SECRET_KEY") or "local-development-only-not-secret"
+HANDOFF_SECRET_KEYS = HANDOFF_SECRET_KEYS or DEVELOPMENT_SECRET_KEYS  # noqa: F405
 ALLOWED_HOSTS = ["*"]
 HANDOFF_SANDBOX_ENABLED = env_bool("HANDOFF_SANDBOX_ENABLED", True)
 STORAGES = {

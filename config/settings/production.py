@@ -2,10 +2,26 @@
 
 import os
 
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F401,F403
-from .base import env_bool, env_list
+from .base import DEVELOPMENT_SECRET_KEYS, HANDOFF_SECRET_KEYS, env_bool, env_list
 
 SECRET_KEY = os.environ["SECRET_KEY"]
+if not HANDOFF_SECRET_KEYS:
+    raise ImproperlyConfigured(
+        "HANDOFF_SECRET_KEYS is not set: connection secrets are encrypted at rest with it. Generate a key with "
+        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'` "
+        "(docs/operations.md, Rotating secrets)")
+for _key in HANDOFF_SECRET_KEYS:
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured("HANDOFF_SECRET_KEYS holds a value that is not a Fernet key "
+                                   "(32 url-safe base64-encoded bytes)") from None
+    if _key in DEVELOPMENT_SECRET_KEYS:
+        raise ImproperlyConfigured("HANDOFF_SECRET_KEYS holds the published development key: generate your own")
 DEBUG = False
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")

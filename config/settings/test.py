@@ -7,6 +7,7 @@ from .base import REDIS_URL
 
 DEBUG = False
 SECRET_KEY = "test-only-not-secret"
+HANDOFF_SECRET_KEYS = HANDOFF_SECRET_KEYS or DEVELOPMENT_SECRET_KEYS  # noqa: F405
 ALLOWED_HOSTS = ["*"]
 HANDOFF_SANDBOX_ENABLED = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; tests only

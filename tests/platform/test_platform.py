@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.contrib.auth.models import Group
 
 from apps.sync.models import AuditEntry
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_production_settings_pass_check_deploy_with_no_warning():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production",
            "SECRET_KEY": "x" * 20 + "-A_long_random_production_secret-" + "y" * 20,
-           "ALLOWED_HOSTS": "handoff.example.com"}
+           "ALLOWED_HOSTS": "handoff.example.com", "HANDOFF_SECRET_KEYS": Fernet.generate_key().decode()}
     res = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 import requests
 
 from tests.faults.kit import ROOT, database_url_of_this_test, free_port, redis_url, wait_for
@@ -25,7 +26,8 @@ def procfile(name: str) -> str:
 
 def production_env(tmp_path: Path) -> dict:
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "SECRET_KEY": "production-test-" + "k3y" * 20, "ALLOWED_HOSTS": HOST,
+            "SECRET_KEY": "production-test-" + "k3y" * 20, "HANDOFF_SECRET_KEYS": Fernet.generate_key().decode(),
+            "ALLOWED_HOSTS": HOST,
             "CSRF_TRUSTED_ORIGINS": f"https://{HOST}", "DATABASE_URL": database_url_of_this_test(),
             "REDIS_URL": redis_url(), "STATIC_ROOT": str(tmp_path / "static"), "LOG_LEVEL": "WARNING",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

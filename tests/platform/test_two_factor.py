@@ -15,6 +15,7 @@ from base64 import b32encode
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.test import Client, override_settings
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -120,7 +121,8 @@ def test_alice_of_the_pmo_is_not_asked(client, alice):
 @pytest.mark.parametrize("module, asked", [("config.settings.production", ["finance_ops", "integration_admin"]),
                                            ("config.settings.local", [])])
 def test_production_asks_finance_and_admins_for_a_code_and_the_demo_asks_nobody(module, asked):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": module, "SECRET_KEY": "only-for-reading-the-settings-" * 2}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": module, "SECRET_KEY": "only-for-reading-the-settings-" * 2,
+           "HANDOFF_SECRET_KEYS": Fernet.generate_key().decode()}
     env.pop("HANDOFF_REQUIRE_TOTP_FOR", None)
     read = "import json; from django.conf import settings; print(json.dumps(settings.HANDOFF_REQUIRE_TOTP_FOR))"
     result = subprocess.run([sys.executable, "-c", read], cwd=Path(__file__).resolve().parents[2], env=env,
