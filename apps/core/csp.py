@@ -8,6 +8,5 @@ from django.views.decorators.csp import csp_override
 # Redoc page): these alone may run inline code (Redoc also runs a blob: worker). Every page of ours keeps the
 # strict policy of settings.SECURE_CSP.
 THIRD_PARTY_CSP = {**settings.SECURE_CSP, "script-src": [CSP.SELF, CSP.UNSAFE_INLINE],
-                   "style-src": [CSP.SELF, CSP.UNSAFE_INLINE, "https://fonts.googleapis.com"],
-                   "font-src": [CSP.SELF, "https://fonts.gstatic.com"], "worker-src": [CSP.SELF, "blob:"]}
+                   "style-src": [CSP.SELF, CSP.UNSAFE_INLINE], "worker-src": [CSP.SELF, "blob:"]}
 third_party = csp_override(THIRD_PARTY_CSP)

@@ -81,6 +81,15 @@ def test_the_schema_is_yaml_by_default(api, db):
     assert b"/api/v1/records/:" in response.content
 
 
+def test_the_api_docs_page_loads_nothing_from_the_internet(client, db):
+    response = client.get("/api/v1/docs/")
+
+    assert response.status_code == 200
+    page, policy = response.content.decode(), response["Content-Security-Policy"]
+    assert "googleapis" not in page and "gstatic" not in page and "/static/" in page  # Redoc from the sidecar app
+    assert "https://" not in policy
+
+
 @pytest.mark.parametrize("path", [RECORDS, "/api/v1/records/1/", "/api/v1/events/"])
 def test_reading_the_api_requires_a_login(api, two_records, path):
     response = api.get(path)
